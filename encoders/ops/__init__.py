@@ -1,0 +1,1 @@
+"""Fused and reference operators: selective scan, causal conv1d, RMSNorm."""
