@@ -14,7 +14,7 @@ import torch
 RECALL_AT = (1, 5, 10)
 
 
-def _as_lists(gts: Sequence[int | Sequence[int]], num_items: int, what: str) -> list[list[int]]:
+def gt_lists(gts: Sequence[int | Sequence[int]], num_items: int, what: str = "ground truth") -> list[list[int]]:
     out = []
     for q, g in enumerate(gts):
         ids = [int(g)] if isinstance(g, int) or (torch.is_tensor(g) and g.ndim == 0) else [int(x) for x in g]
@@ -36,9 +36,9 @@ def query_ranks(scores: torch.Tensor, gts: Sequence[int | Sequence[int]], what: 
     if torch.isnan(scores).any():
         raise ValueError(f"{what}: score matrix contains NaN")
     scores = scores.double()
-    gt_lists = _as_lists(gts, scores.shape[1], what)
-    ranks = torch.empty(len(gt_lists), dtype=torch.long)
-    for q, ids in enumerate(gt_lists):
+    targets = gt_lists(gts, scores.shape[1], what)
+    ranks = torch.empty(len(targets), dtype=torch.long)
+    for q, ids in enumerate(targets):
         row = scores[q]
         gt_scores = row[ids]
         at_least = (row.unsqueeze(0) >= gt_scores.unsqueeze(1)).sum(1)  # includes the item itself
@@ -79,7 +79,7 @@ def temporal_accuracy(v2t: torch.Tensor, groups: Sequence[Sequence[int]], vid2tx
     the group (strictly: a tie is a miss). `groups` are lists of video indices; `v2t` is (N_v, N_t).
     With several captions per clip, the clip's best own caption must beat the other clips' best caption.
     """
-    own = _as_lists(vid2txt, v2t.shape[1], "vid2txt")
+    own = gt_lists(vid2txt, v2t.shape[1], "vid2txt")
     if len(own) != v2t.shape[0]:
         raise ValueError(f"vid2txt has {len(own)} entries for {v2t.shape[0]} videos")
     hits = total = 0
