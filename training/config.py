@@ -1,0 +1,183 @@
+"""Pretraining configuration: one dataclass tree holds every default; a YAML file and `--set a.b=v`
+overrides are applied on top of it, and unknown keys are rejected by name."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATA_CHOICES = ("webvid", "cc3m", "5m", "synth")
+
+
+@dataclass
+class DataConfig:
+    name: str = "webvid"  # webvid | cc3m | 5m (webvid videos + cc3m images) | synth
+    root: str = "data"  # corpus folder (or folder holding webvid/ and cc3m/ for the 5m mix)
+    split: str = "train"
+    num_frames: int = 8
+    image_size: int = 224
+    batch_size: int = 64  # video clips per rank per step
+    image_batch_size: int = 64  # images per rank per step (cc3m, 5m)
+    max_text_len: int = 32
+    num_workers: int = 4
+    eval_split: str = ""  # held-out split evaluated after every epoch ("" = none)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 8e-5
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    epochs: float = 1.0
+    warmup_epochs: float = 0.2
+    max_steps: int = 0  # > 0 stops early (and sets the schedule length when the data length is unknown)
+    max_grad_norm: float = -1.0  # <= 0 disables clipping, as the official configs do
+
+
+@dataclass
+class LossWeights:
+    vtc: float = 1.0
+    vtm: float = 1.0
+    mlm: float = 1.0
+    uta: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    vision: str = "videomamba_middle"  # registered VideoMamba name
+    text: str = "minilm"  # text encoder understood by encoders.umt
+    pretrained: str = ""  # a checkpoint to start from (stage 2 starts from stage 1's output)
+    overrides: dict[str, Any] = field(default_factory=dict)  # extra VideoTextConfig fields
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 2  # 1: masked video + CLIP teacher (UTA); 2: unmasked, no teacher
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    output_dir: str = "runs/pretrain"
+    seed: int = 42
+    bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)
+    grad_checkpointing: bool = False
+    save_every: int = 1000  # steps between checkpoints (a checkpoint is always written at the end)
+    keep_last: int = 3
+    log_every: int = 10
+    resume: bool = False
+
+
+def stage_defaults(stage: int) -> dict[str, Any]:
+    """The official two-stage schedule (§4.4): stage 1 masked with UTA for 10 epochs at 4e-4,
+    stage 2 unmasked without teacher for 1 epoch at 8e-5."""
+    if stage == 1:
+        return {"optim": {"lr": 4e-4, "epochs": 10.0, "warmup_epochs": 1.0}, "loss": {"uta": 1.0}}
+    if stage == 2:
+        return {"optim": {"lr": 8e-5, "epochs": 1.0, "warmup_epochs": 0.2}, "loss": {"uta": 0.0}}
+    raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes"):
+                return True
+            if value.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError(f"config key {key!r} expects a boolean, got {value!r}")
+        return bool(value)
+    if isinstance(current, tuple):
+        items = yaml.safe_load(value) if isinstance(value, str) else value
+        return tuple(float(v) for v in items)
+    if isinstance(current, float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, int) and not isinstance(value, bool):
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"config key {key!r} expects an integer, got {value!r}")
+        return int(value)
+    if isinstance(current, str):
+        return str(value)
+    return value
+
+
+def merge(cfg: Any, updates: dict[str, Any], prefix: str = "") -> Any:
+    """Apply a nested dict onto a dataclass in place; unknown keys raise with their dotted name."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for key, value in updates.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise KeyError(f"unknown config key {dotted!r}; valid here: {', '.join(sorted(names))}")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {dotted!r} is a section; give a mapping, got {value!r}")
+            merge(current, value, prefix=f"{dotted}.")
+        elif isinstance(current, dict):
+            setattr(cfg, key, {**current, **(value or {})})
+        else:
+            setattr(cfg, key, _coerce(value, current, dotted))
+    return cfg
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`optim.lr=1e-4` -> {"optim": {"lr": 1e-4}} (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    path, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    for part in reversed(path.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(path: str | None = None, overrides: list[dict[str, Any]] | None = None,
+                stage: int | None = None) -> TrainConfig:
+    """Defaults, then the stage's official schedule, then the YAML file, then overrides (in order)."""
+    file_values: dict[str, Any] = {}
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file {path!r} does not exist")
+        file_values = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(file_values, dict):
+            raise ValueError(f"config file {path!r} must hold a mapping at top level")
+    chosen_stage = stage if stage is not None else int(file_values.get("stage", TrainConfig.stage))
+    cfg = merge(TrainConfig(stage=chosen_stage), stage_defaults(chosen_stage))
+    merge(cfg, file_values)
+    for update in overrides or []:
+        merge(cfg, update)
+    if stage is not None:
+        cfg.stage = stage
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {cfg.stage}")
+    if cfg.data.name not in DATA_CHOICES:
+        raise ValueError(f"data.name must be one of {DATA_CHOICES}, got {cfg.data.name!r}")
+    if cfg.data.batch_size < 1 or cfg.data.image_batch_size < 1:
+        raise ValueError("data.batch_size and data.image_batch_size must be >= 1")
+    if cfg.optim.lr <= 0:
+        raise ValueError(f"optim.lr must be positive, got {cfg.optim.lr}")
+    if cfg.optim.epochs <= 0 and cfg.optim.max_steps <= 0:
+        raise ValueError("set optim.epochs > 0 or optim.max_steps > 0")
+    if cfg.keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {cfg.keep_last}")
+    if cfg.save_every < 1:
+        raise ValueError(f"save_every must be >= 1, got {cfg.save_every}")
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(cfg)
+    out["optim"]["betas"] = list(cfg.optim.betas)
+    return out
+
+
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    return merge(TrainConfig(stage=int(values.get("stage", 2))), values)
