@@ -1,0 +1,218 @@
+"""Loop mechanics: config, optimizer groups, schedule, sampler, MetaLoader, seeding, checkpoints, Trainer.
+
+`ToyVideoText` is a deliberately small stand-in with the VideoTextModel calling convention (it uses
+dropout and draws random numbers in forward, so RNG handling is exercised); the real model is covered
+in test_distributed.py and test_resume.py."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from training.checkpointing import Checkpointer
+from training.config import TrainConfig, load_config, merge, parse_override
+from training.distributed import ShardedBatchSampler
+from training.loop import Trainer, weighted_total
+from training.meta_loader import MetaLoader
+from training.optim import CosineWarmup, build_optimizer, param_groups
+from training.seeded import SeededDataset
+
+
+class ToyClips(Dataset):
+    """Random-offset 'rand' sampling from a fixed tensor per item, like a clip sampler would."""
+
+    def __init__(self, n: int = 16, frames: int = 2, size: int = 4, vocab: int = 20):
+        g = torch.Generator().manual_seed(0)
+        self.frames, self.vocab = frames, vocab
+        self.source = torch.randn(n, frames + 2, 3, size, size, generator=g)
+        self.ids = torch.randint(1, vocab, (n, 5), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict:
+        start = int(torch.randint(0, 3, ()))
+        return {"video": self.source[i, start:start + self.frames], "input_ids": self.ids[i],
+                "attention_mask": torch.ones(5, dtype=torch.long), "idx": torch.tensor(i)}
+
+
+class ToyVideoText(nn.Module):
+    def __init__(self, vocab: int = 20, dim: int = 8):
+        super().__init__()
+        self.video = nn.Sequential(nn.Flatten(2), nn.Linear(3 * 4 * 4, dim))
+        self.text = nn.Embedding(vocab, dim)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(dim, vocab)
+        self.pos_embed = nn.Parameter(torch.zeros(1, dim))
+        self.temp = nn.Parameter(torch.tensor(0.07))
+
+    def forward(self, video, input_ids, attention_mask, idx, stage=2):
+        v = self.drop(self.video(video).mean(1)) + self.pos_embed
+        t = (self.text(input_ids) * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdim=True)
+        vtc = (1 - torch.cosine_similarity(v, t, dim=-1)).mean() / self.temp.clamp(min=0.05) * 0.07
+        noisy = v + 0.01 * torch.randn_like(v)
+        mlm = nn.functional.cross_entropy(self.head(noisy), input_ids[:, 0])
+        return {"loss_vtc": vtc, "loss_mlm": mlm}
+
+
+def toy_loader(seed: int = 0, batch: int = 4, rank: int = 0, world: int = 1, n: int = 16) -> MetaLoader:
+    data = SeededDataset(ToyClips(n=n), seed=seed)
+    sampler = ShardedBatchSampler(len(data), batch, rank=rank, world_size=world, seed=seed)
+    return MetaLoader({"video": DataLoader(data, batch_sampler=sampler)}, seed=seed)
+
+
+def toy_config(tmp_path, **optim) -> TrainConfig:
+    cfg = TrainConfig()
+    merge(cfg, {"output_dir": str(tmp_path), "save_every": 3, "log_every": 1, "data": {"batch_size": 4},
+                "optim": {"lr": 1e-2, "warmup_epochs": 0.25, "epochs": 2.0, **optim},
+                "loss": {"vtc": 1.0, "mlm": 0.5, "vtm": 0.0, "uta": 0.0}})
+    return cfg
+
+
+# ---- config ---------------------------------------------------------------------------------------
+def test_config_layers_stage_defaults_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stage: 1\ndata: {name: synth, batch_size: 2}\noptim: {warmup_epochs: 0.5}\n")
+    cfg = load_config(str(path), overrides=[parse_override("optim.lr=2e-4"), parse_override("bf16=false")])
+    assert cfg.stage == 1 and cfg.loss.uta == 1.0 and cfg.optim.epochs == 10.0  # official stage-1 schedule
+    assert cfg.data.name == "synth" and cfg.data.batch_size == 2 and cfg.optim.warmup_epochs == 0.5
+    assert cfg.optim.lr == 2e-4 and cfg.bf16 is False
+    assert load_config(stage=2).optim.lr == 8e-5 and load_config(stage=2).loss.uta == 0.0
+
+
+def test_config_rejects_bad_keys_and_values(tmp_path):
+    with pytest.raises(KeyError, match="optim.lrr"):
+        load_config(overrides=[parse_override("optim.lrr=1")])
+    with pytest.raises(ValueError, match="data.name"):
+        load_config(overrides=[parse_override("data.name=kinetics")])
+    with pytest.raises(ValueError, match="data.batch_size"):
+        load_config(overrides=[parse_override("data.batch_size=2.5")])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+# ---- optimizer and schedule -----------------------------------------------------------------------
+def test_weight_decay_exclusions():
+    model = nn.Module()
+    model.proj = nn.Linear(4, 4)
+    model.pos_embed = nn.Parameter(torch.zeros(1, 3, 4))
+    model.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+    model.temporal_pos_embedding = nn.Parameter(torch.zeros(1, 2, 4))
+    mixer = nn.Module()
+    mixer.A_log = nn.Parameter(torch.zeros(4, 2))
+    mixer.D = nn.Parameter(torch.ones(4))
+    mixer.in_proj = nn.Linear(4, 8, bias=False)
+    model.mixer = mixer
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model.proj.weight), id(mixer.in_proj.weight)}
+    assert len(no_decay["params"]) == 6
+
+
+def test_cosine_warmup_shape_and_resume():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = CosineWarmup(opt, total_steps=10, warmup_steps=2, min_lr_ratio=0.1)
+    lrs = [sched.get_last_lr()[0]]
+    for _ in range(10):
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    assert lrs[10] == pytest.approx(0.1)
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    restored = CosineWarmup(opt2, total_steps=10, warmup_steps=2, min_lr_ratio=0.1)
+    restored.load_state_dict({**sched.state_dict(), "step_count": 5})
+    assert restored.get_last_lr()[0] == pytest.approx(lrs[5])
+
+
+# ---- data order -----------------------------------------------------------------------------------
+def test_sharded_sampler_partitions_and_resumes():
+    ranks = [ShardedBatchSampler(22, 3, rank=r, world_size=2, seed=1) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(4)
+    batches = [list(s) for s in ranks]
+    assert len(batches[0]) == len(batches[1]) == 3  # 22 // 6, last partial global batch dropped
+    seen = [i for per_rank in batches for b in per_rank for i in b]
+    assert len(seen) == len(set(seen)) == 18
+    ranks[0].set_epoch(4, start_batch=2)
+    assert list(ranks[0]) == batches[0][2:]
+    ranks[0].set_epoch(5)
+    assert list(ranks[0]) != batches[0]
+    with pytest.raises(ValueError, match="smaller than one global batch"):
+        ShardedBatchSampler(5, 3, world_size=2)
+
+
+def test_meta_loader_interleaves_and_resumes():
+    images = SeededDataset(ToyClips(n=12), seed=3)
+    videos = SeededDataset(ToyClips(n=8), seed=3)
+    loader = MetaLoader({"video": DataLoader(videos, batch_sampler=ShardedBatchSampler(8, 2, seed=3)),
+                         "image": DataLoader(images, batch_sampler=ShardedBatchSampler(12, 3, seed=3))}, seed=3)
+    full = list(loader.epoch(1))
+    assert len(full) == len(loader) == 8
+    assert sorted(n for n, _ in full) == ["image"] * 4 + ["video"] * 4
+    assert [n for n, _ in full] == loader.order(1) != loader.order(2)
+    resumed = list(loader.epoch(1, start=5))
+    assert [n for n, _ in resumed] == [n for n, _ in full[5:]]
+    for (_, a), (_, b) in zip(resumed, full[5:]):
+        assert torch.equal(a["idx"], b["idx"]) and torch.equal(a["video"], b["video"])
+
+
+def test_seeded_dataset_is_deterministic_and_leaves_global_rng():
+    data = SeededDataset(ToyClips(), seed=7)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    first = [data[i]["video"] for i in range(6)]
+    assert torch.equal(torch.get_rng_state(), before)
+    again = [data[i]["video"] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+def test_checkpointer_keeps_last_k_and_leaves_no_temp(tmp_path):
+    ck = Checkpointer(tmp_path, keep_last=2)
+    for step in (1, 2, 3):
+        ck.save({"step": step, "w": torch.full((2,), float(step))}, step)
+    assert [p.name for p in ck.list()] == ["checkpoint_00000002.pt", "checkpoint_00000003.pt"]
+    assert Checkpointer.load(ck.latest())["w"].tolist() == [3.0, 3.0]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(FileNotFoundError, match="checkpoint_00000009"):
+        Checkpointer.load(ck.path_for(9))
+
+
+# ---- the loop -------------------------------------------------------------------------------------
+def test_weighted_total_rejects_unknown_loss():
+    with pytest.raises(KeyError, match="loss_foo"):
+        weighted_total({"loss_foo": torch.tensor(1.0)}, {"vtc": 1.0})
+
+
+def test_trainer_runs_epochs_logs_evaluates_and_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    cfg = toy_config(tmp_path)
+    seen_epochs = []
+    trainer = Trainer(ToyVideoText(), toy_loader(), cfg, progress=False,
+                      evaluate=lambda model, epoch: seen_epochs.append(epoch) or {"r1": 0.5})
+    state = trainer.fit()
+    assert state.step == 8 and state.epoch == 2 and state.pos == 0  # 2 epochs of 16 // 4 steps
+    assert seen_epochs == [0, 1]
+    losses = [h["loss"] for h in state.history]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    assert [p.name for p in trainer.checkpointer.list()][-1] == "checkpoint_00000008.pt"
+    log = (tmp_path / "train.log").read_text()
+    assert "step 8" in log and "clips/s" in log and "eval r1=0.5" in log
+    assert any((tmp_path / "tensorboard").iterdir())
+    lrs = trainer.optimizer.param_groups[0]["lr"]
+    assert lrs == pytest.approx(1e-2 * 0.01)  # cosine ends at min_lr_ratio
+
+
+def test_trainer_clips_gradients_and_reports_norm(tmp_path):
+    cfg = toy_config(tmp_path, max_grad_norm=1e-3, max_steps=2)
+    state = Trainer(ToyVideoText(), toy_loader(), cfg, progress=False).fit()
+    assert state.step == 2 and all("grad_norm" in h for h in state.history)
+
+
+def test_optimizer_builder_uses_betas():
+    opt = build_optimizer(ToyVideoText(), 1e-3, 0.1, (0.9, 0.95))
+    assert opt.param_groups[0]["betas"] == (0.9, 0.95)
