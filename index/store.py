@@ -1,0 +1,226 @@
+"""The video library: SQLite as the source of truth, FAISS files as checkpointed, self-healing caches.
+
+A write is acknowledged once its SQLite transaction commits; the FAISS index is updated in memory right after and
+written to disk by `checkpoint()`. On open, a checkpoint whose generation matches the database is used as is; an
+older one is caught up by diffing ids against SQLite; a missing or damaged one is rebuilt from SQLite.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from index.faiss_index import IndexConfig, VectorIndex
+from index.metadata import MetadataDB, TextRecord, VideoRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoHit:
+    """A video with the score and time span of its best-matching segment."""
+
+    video: VideoRecord
+    score: float
+    start: float
+    end: float
+
+
+@dataclass
+class TextHit:
+    text: TextRecord
+    score: float
+
+
+@dataclass
+class _Cache:
+    """One FAISS cache over one SQLite collection."""
+
+    collection: str
+    path: Path
+    index: VectorIndex
+    saved_generation: int = -1
+    recovered: str = "empty"  # how it was opened: loaded, caught-up, rebuilt, empty
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class VideoStore:
+    """Videos as time segments with one vector each, plus a gallery of caption vectors, in `root`."""
+
+    def __init__(self, root: str | Path, dim: int, config: IndexConfig | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config = config or IndexConfig()
+        self.db = MetadataDB(self.root / "library.sqlite", dim)
+        self.dim = dim
+        self._lock = threading.RLock()
+        self._caches = {name: self._open_cache(name) for name in ("segments", "texts")}
+
+    # --- recovery ---
+    def _open_cache(self, collection: str) -> _Cache:
+        path = self.root / f"{collection}.faiss"
+        db_generation = self.db.generation(collection)
+        if path.exists():
+            try:
+                index, generation = VectorIndex.load(path, self.config)
+                if index.dim != self.dim:
+                    raise ValueError(f"checkpoint is {index.dim}-d, library is {self.dim}-d")
+            except (ValueError, RuntimeError) as err:
+                log.warning("%s unusable (%s): rebuilding from SQLite", path, err)
+            else:
+                cache = _Cache(collection, path, index, generation, "loaded")
+                if generation != db_generation:
+                    self._catch_up(cache)
+                    cache.recovered = "caught-up"
+                return cache
+        ids, vectors = self.db.vectors(collection)
+        index = VectorIndex.build(self.dim, self.config, ids, vectors)
+        return _Cache(collection, path, index, -1, "rebuilt" if len(ids) else "empty")
+
+    def _catch_up(self, cache: _Cache) -> None:
+        """Make the cache hold exactly the ids SQLite holds (vectors of a given id never change)."""
+        have, want = cache.index.ids(), self.db.ids(cache.collection)
+        stale = np.setdiff1d(have, want)
+        missing = np.setdiff1d(want, have)
+        cache.index.remove(stale)
+        ids, vectors = self.db.vectors(cache.collection, missing)
+        cache.index.add(ids, vectors)
+        log.info("%s: caught up (%d removed, %d added)", cache.path.name, len(stale), len(ids))
+
+    def recovery(self) -> dict[str, str]:
+        return {name: cache.recovered for name, cache in self._caches.items()}
+
+    # --- persistence ---
+    def checkpoint(self) -> bool:
+        """Write every cache whose generation moved since it was last saved (atomically). True if any was written.
+
+        In `auto` mode a cache whose size now calls for another index kind is rebuilt first.
+        """
+        wrote = False
+        with self._lock:
+            for name, cache in self._caches.items():
+                generation = self.db.generation(name)
+                wanted = self.config.resolve_kind(len(cache.index))
+                if self.config.kind == "auto" and wanted != cache.index.kind and \
+                        len(cache.index) >= self.config.min_train_size(len(cache.index)):
+                    ids, vectors = self.db.vectors(name)
+                    cache.index = VectorIndex.build(self.dim, self.config, ids, vectors)
+                if generation != cache.saved_generation:
+                    cache.index.save(cache.path, generation)
+                    cache.saved_generation = generation
+                    wrote = True
+        return wrote
+
+    def close(self) -> None:
+        self.checkpoint()
+        self.db.close()
+
+    # --- videos ---
+    def add_video(self, path: str, duration: float | None, spans, vectors, fields: dict | None = None,
+                  video_id: int | None = None) -> int:
+        """Store a video as segments `spans` [(start, end), …] with one L2-normalized vector each.
+
+        With `video_id` of an existing video this is an upsert: its old segments are replaced.
+        """
+        vectors = normalize(np.atleast_2d(vectors))
+        with self._lock:
+            vid, new, removed = self.db.put_video(path, duration, spans, vectors, fields, video_id)
+            cache = self._caches["segments"]
+            cache.index.remove(removed)
+            cache.index.add(new, vectors)
+        return vid
+
+    def delete_video(self, video_id: int) -> bool:
+        with self._lock:
+            seg_ids = self.db.delete_video(video_id)
+            if seg_ids is None:
+                return False
+            self._caches["segments"].index.remove(seg_ids)
+        return True
+
+    def get_video(self, video_id: int) -> VideoRecord | None:
+        return self.db.get_videos([video_id]).get(video_id)
+
+    def num_videos(self) -> int:
+        return self.db.count_videos()
+
+    def video_vector(self, video_id: int) -> np.ndarray | None:
+        """A whole-video vector: the normalized mean of its segment vectors."""
+        vectors = self.db.video_segment_vectors(video_id)
+        return normalize(vectors.mean(0)) if len(vectors) else None
+
+    def search(self, query, k: int = 10, min_score: float = -1.0, filters: dict | None = None,
+               exclude: set[int] | frozenset = frozenset()) -> list[VideoHit]:
+        """Top-k videos for one query vector, each scored by its best segment.
+
+        `filters` keeps videos whose user fields equal each given value (a list value means any of). Segments are
+        fetched in growing batches until k distinct videos pass or the index is exhausted.
+        """
+        query = normalize(np.asarray(query, np.float32).reshape(1, -1))
+        best: dict[int, tuple[float, int]] = {}
+        with self._lock:
+            index = self._caches["segments"].index
+            total = len(index)
+            fetch = min(total, max(4 * k, 32))
+            while fetch > 0:
+                scores, ids = index.search(query, fetch)
+                best = {}
+                owners = self.db.segment_owners(ids[0][ids[0] >= 0])
+                for score, sid in zip(scores[0], ids[0]):
+                    if sid < 0 or score < min_score or sid not in owners:
+                        continue
+                    vid = owners[sid][0]
+                    if vid not in exclude and vid not in best:
+                        best[vid] = (float(score), int(sid))
+                records = self.db.get_videos(best)
+                best = {v: s for v, s in best.items() if v in records and _matches(records[v].fields, filters)}
+                exhausted = fetch >= total or (len(scores[0]) and scores[0][-1] < min_score)
+                if len(best) >= k or exhausted:
+                    break
+                fetch = min(total, fetch * 4)
+            if not best:
+                return []
+            records = self.db.get_videos(best)
+            owners = self.db.segment_owners([sid for _, sid in best.values()])
+        hits = [VideoHit(records[v], s, owners[sid][1], owners[sid][2]) for v, (s, sid) in best.items()]
+        hits.sort(key=lambda h: -h.score)
+        return hits[:k]
+
+    # --- caption gallery ---
+    def add_texts(self, texts: list[str], vectors, fields: list[dict] | None = None) -> list[int]:
+        vectors = normalize(np.atleast_2d(vectors))
+        with self._lock:
+            ids = self.db.add_texts(texts, vectors, fields)
+            self._caches["texts"].index.add(ids, vectors)
+        return ids
+
+    def num_texts(self) -> int:
+        return self.db.count_texts()
+
+    def search_texts(self, query, k: int = 10, min_score: float = -1.0) -> list[TextHit]:
+        query = normalize(np.asarray(query, np.float32).reshape(1, -1))
+        with self._lock:
+            scores, ids = self._caches["texts"].index.search(query, k)
+            keep = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0 and s >= min_score]
+            records = self.db.get_texts([i for _, i in keep])
+        return [TextHit(records[i], s) for s, i in keep if i in records]
+
+
+def _matches(fields: dict, filters: dict | None) -> bool:
+    if not filters:
+        return True
+    for key, want in filters.items():
+        have = fields.get(key)
+        if isinstance(want, list) and not isinstance(have, list):
+            if have not in want:
+                return False
+        elif have != want:
+            return False
+    return True
