@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from index import IndexConfig, VectorIndex, VideoStore, segment_spans
+from index import IndexConfig, VectorIndex, VideoStore
 from index.store import normalize
 
 DIM = 32
@@ -90,15 +90,6 @@ def test_bad_vectors_named():
         index.add([1], np.zeros((1, 5)))
     with pytest.raises(ValueError, match="kind"):
         IndexConfig(kind="annoy")
-
-
-def test_segment_spans():
-    assert segment_spans(3.0, 4.0, 2.0) == [(0.0, 3.0)]
-    spans = segment_spans(10.0, 4.0, 2.0)
-    assert spans[0] == (0.0, 4.0) and spans[-1] == (6.0, 10.0)
-    assert all(b - a == pytest.approx(4.0) for a, b in spans)
-    with pytest.raises(ValueError, match="stride"):
-        segment_spans(10.0, 2.0, 4.0)
 
 
 def make_store(path, **kw):
