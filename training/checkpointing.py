@@ -85,7 +85,10 @@ class Checkpointer:
         return found[-1] if found else None
 
     def save(self, state: dict[str, Any], step: int) -> Path:
+        """Write atomically, then drop checkpoints beyond `keep_last` and temp files of killed writers."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(".checkpoint_*.pt.tmp-*"):
+            stale.unlink(missing_ok=True)
         path = self.path_for(step)
         atomic_torch_save(state, path, self.pause_before_rename)
         for old in self.list()[:-self.keep_last]:

@@ -174,8 +174,11 @@ class Trainer:
         return values
 
     # ---- the run -----------------------------------------------------------------------------------
-    def fit(self) -> TrainState:
+    def fit(self, stop_after: int | None = None) -> TrainState:
+        """Train until the schedule ends, or until `stop_after` total steps (then checkpoint and return,
+        as a pre-empted job would; `resume()` continues on the same schedule)."""
         cfg, state = self.cfg, self.state
+        end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
         if self.writer is None and self.dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
@@ -184,7 +187,7 @@ class Trainer:
         clips_per_step = {name: loader.batch_sampler.batch_size * self.dist.world_size
                           for name, loader in self.loader.loaders.items()}
         try:
-            while state.step < self.total_steps:
+            while state.step < end:
                 for name, batch in self.loader.epoch(state.epoch, start=state.pos):
                     started = time.perf_counter()
                     values = self.train_step(batch)
@@ -193,10 +196,10 @@ class Trainer:
                     state.pos += 1
                     state.history.append(values)
                     self._report(name, values, clips_per_step[name] / elapsed, bar)
-                    if state.step % cfg.save_every == 0 and state.step < self.total_steps:
+                    if state.step % cfg.save_every == 0 and state.step < end:
                         self._end_epoch_if_done()
                         self.save()
-                    if state.step >= self.total_steps:
+                    if state.step >= end:
                         break
                 self._end_epoch_if_done()
             self.save()
