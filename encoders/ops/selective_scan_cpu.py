@@ -1,0 +1,118 @@
+"""The compiled CPU selective scan: builds csrc/selective_scan.cpp once per machine and wraps it in autograd.
+
+The extension is compiled for the SIMD level torch itself runs at (AVX-512, AVX2, or plain scalar code) and
+cached under $TORCH_EXTENSIONS_DIR, or ~/.cache/videomamba/torch_extensions when that is unset. The backward
+pass recomputes each row's states instead of saving (b, d, l, n) states, so memory stays O(b·d·l).
+Gradients do not flow through `last_state` (as in mamba-ssm).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+CSRC = Path(__file__).parent / "csrc" / "selective_scan.cpp"
+
+# ATen's Vectorized<float> picks its SIMD width from these macros; they must match the -m flags.
+ISA_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+               "-DCPU_CAPABILITY_AVX512", "-DCPU_CAPABILITY=AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"],
+}
+SCALAR_FLAGS = ["-DCPU_CAPABILITY=DEFAULT"]
+
+
+def extensions_root() -> Path:
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "videomamba" / "torch_extensions"
+
+
+@functools.lru_cache(maxsize=None)
+def _build():
+    """(module, None) once built, or (None, reason) if the build failed; tried once per process."""
+    from torch.utils import cpp_extension
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    isa = ISA_FLAGS.get(capability, SCALAR_FLAGS)
+    name = f"videomamba_selective_scan_{capability.lower() if capability in ISA_FLAGS else 'scalar'}"
+    build_dir = extensions_root() / name
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        module = cpp_extension.load(
+            name=name, sources=[str(CSRC)], build_directory=str(build_dir),
+            extra_cflags=["-O3", "-fopenmp", *isa], extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as exc:  # compiler missing, headers broken, ...: the caller falls back
+        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}"
+    return module, None
+
+
+def load_extension():
+    """The compiled module; raises RuntimeError with the build failure otherwise."""
+    module, error = _build()
+    if module is None:
+        raise RuntimeError(f"the C++ selective-scan extension did not build ({error})")
+    return module
+
+
+def build_error() -> str | None:
+    """None when the extension is usable, else why it is not (building it first if needed)."""
+    return _build()[1]
+
+
+def _padded_state(n: int, width: int) -> int:
+    return -(-n // width) * width
+
+
+def _as_float(t):
+    return None if t is None else t.float().contiguous()
+
+
+class SelectiveScanCpu(torch.autograd.Function):
+    """Autograd wrapper: fp32 compute, outputs and gradients in the inputs' dtypes."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        ext = load_extension()
+        n = A.shape[1]
+        pad = _padded_state(n, ext.vector_width()) - n
+        Bg = B if B.dim() == 4 else B.unsqueeze(1)
+        Cg = C if C.dim() == 4 else C.unsqueeze(1)
+        prepared = (
+            u.float().contiguous(),
+            delta.float().contiguous(),
+            F.pad(A.float(), (0, pad)).contiguous(),
+            F.pad(Bg.float().transpose(-1, -2), (0, pad)).contiguous(),
+            F.pad(Cg.float().transpose(-1, -2), (0, pad)).contiguous(),
+            _as_float(D), _as_float(z), _as_float(delta_bias),
+        )
+        out, last_state = ext.forward(*prepared, delta_softplus)
+        ctx.save_for_backward(*prepared)
+        ctx.softplus = delta_softplus
+        ctx.meta = (n, B.shape, C.shape, [t.dtype if t is not None else None
+                                          for t in (u, delta, A, B, C, D, z, delta_bias)])
+        ctx.mark_non_differentiable(last_state)
+        return out.to(u.dtype), last_state[..., :n]
+
+    @staticmethod
+    def backward(ctx, dout, _dlast_state):
+        ext = load_extension()
+        n, b_shape, c_shape, dtypes = ctx.meta
+        grads = ext.backward(dout.float().contiguous(), *ctx.saved_tensors, ctx.softplus,
+                             torch.get_num_threads())
+        du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = grads
+        dA = dA[:, :n]
+        dB = dB[..., :n].transpose(-1, -2).reshape(b_shape)
+        dC = dC[..., :n].transpose(-1, -2).reshape(c_shape)
+        grads = (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)
+        grads = tuple(g.to(dt) if dt is not None else None for g, dt in zip(grads, dtypes))
+        return (*grads, None)
+
+
+def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       return_last_state=False):
+    """mamba-ssm's selective_scan_fn on the compiled CPU kernel (inputs already validated)."""
+    out, last_state = SelectiveScanCpu.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return (out, last_state) if return_last_state else out
