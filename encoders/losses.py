@@ -11,10 +11,11 @@ UTA_LOSS_TYPES = ("l2", "mse", "smooth_l1")
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward returns this rank's slice of the incoming gradient.
+    """all_gather whose backward sums the incoming gradient over ranks and returns this rank's slice.
 
-    Every rank computes the same loss over the gathered batch, so d(loss)/d(local features) is exactly the local
-    slice; no cross-rank reduction is needed (DDP averages the parameter gradients afterwards). Works on gloo.
+    Every rank's loss depends on every rank's features; summing gives this rank's features their gradient from
+    all ranks' losses, so after DDP averages parameter gradients the result equals the single-process gradient
+    on the concatenated batch (returning only the local slice would give 1/world_size of it). Works on gloo.
     """
 
     @staticmethod
@@ -26,6 +27,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
         return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]
 
 
