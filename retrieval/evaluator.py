@@ -36,6 +36,7 @@ class EvalConfig:
     dual_softmax: bool = False
     dual_softmax_scale: float = 100.0
     progress: bool = True
+    split_across_ranks: bool = True  # False when only one rank evaluates (the training loop's callback)
 
 
 @dataclass
@@ -57,14 +58,15 @@ class Embeddings:
         return {k: v.contiguous() for k, v in vars(self).items()}
 
 
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
+def rank_world(split: bool = True) -> tuple[int, int]:
+    """(rank, world size) to split work over; (0, 1) outside torch.distributed or when not splitting."""
+    if split and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def _sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
-    if _rank_world()[1] > 1:
+def _sum_across_ranks(t: torch.Tensor, split: bool) -> torch.Tensor:
+    if rank_world(split)[1] > 1:
         dist.all_reduce(t)
     return t
 
@@ -76,7 +78,7 @@ def encode_texts(model, tokenize: Tokenize, texts: Sequence[str], cfg: EvalConfi
         raise ValueError("no texts to encode")
     tokens, masks, feats = [], [], []
     starts = range(0, len(texts), cfg.text_batch_size)
-    for s in tqdm(starts, desc="texts", disable=not cfg.progress or _rank_world()[0] != 0):
+    for s in tqdm(starts, desc="texts", disable=not cfg.progress or rank_world()[0] != 0):
         ids, mask = tokenize(list(texts[s : s + cfg.text_batch_size]))
         tok, cls = model.encode_text(ids.to(device), mask.to(device))
         tokens.append(tok.float().cpu())
@@ -87,7 +89,7 @@ def encode_texts(model, tokenize: Tokenize, texts: Sequence[str], cfg: EvalConfi
 
 @torch.no_grad()
 def encode_videos(
-    model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_videos: int, device, progress: bool = True
+    model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_videos: int, device, cfg: EvalConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(tokens, normalized per-frame features, ok mask) for `num_videos` videos.
 
@@ -96,7 +98,8 @@ def encode_videos(
     """
     tokens = feats = None
     ok = torch.zeros(num_videos)
-    for video, index in tqdm(batches, desc="videos", disable=not progress or _rank_world()[0] != 0):
+    rank = rank_world(cfg.split_across_ranks)[0]
+    for video, index in tqdm(batches, desc="videos", disable=not cfg.progress or rank != 0):
         tok, pooled = model.encode_vision(video.to(device))
         feat = F.normalize(model.vision_proj(pooled).float(), dim=-1).cpu()
         if tokens is None:
@@ -107,7 +110,8 @@ def encode_videos(
         ok[index] = 1
     if tokens is None:
         raise RuntimeError("no video could be encoded: every video was skipped or the loader was empty")
-    return _sum_across_ranks(tokens), _sum_across_ranks(feats), _sum_across_ranks(ok) > 0
+    split = cfg.split_across_ranks
+    return _sum_across_ranks(tokens, split), _sum_across_ranks(feats, split), _sum_across_ranks(ok, split) > 0
 
 
 def itc_scores(vision_feat: torch.Tensor, text_feat: torch.Tensor) -> torch.Tensor:
@@ -141,7 +145,7 @@ def rerank_pairs(v2t_itc: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
 def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, device) -> torch.Tensor:
     """ITM "match" logit (`itm_logits(...)[:, 1]`, no softmax) for each (video, text) pair, batched; pairs are
     split across ranks and the scores summed."""
-    rank, world = _rank_world()
+    rank, world = rank_world(cfg.split_across_ranks)
     scores = torch.zeros(len(pairs))
     chunks = list(range(rank * cfg.itm_batch_size, len(pairs), world * cfg.itm_batch_size))
     for s in tqdm(chunks, desc="itm re-rank", disable=not cfg.progress or rank != 0):
@@ -150,7 +154,7 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
             emb.vision_tokens[v].to(device), emb.text_tokens[t].to(device), emb.text_mask[t].to(device)
         )
         scores[s : s + cfg.itm_batch_size] = logits[:, 1].float().cpu()
-    return _sum_across_ranks(scores)
+    return _sum_across_ranks(scores, cfg.split_across_ranks)
 
 
 def rerank(model, emb: Embeddings, v2t_itc: torch.Tensor, cfg: EvalConfig, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,7 +51,7 @@ def make_embeddings(model, n_videos=6, n_texts=6, frames=3):
     cfg = EvalConfig(text_batch_size=4, progress=False)
     texts = [f"caption number {i}" for i in range(n_texts)]
     tok, mask, tfeat = encode_texts(model, tokenize, texts, cfg, "cpu")
-    vtok, vfeat, ok = encode_videos(model, batches, n_videos, "cpu", progress=False)
+    vtok, vfeat, ok = encode_videos(model, batches, n_videos, "cpu", cfg)
     return Embeddings(tok, mask, tfeat, vtok, vfeat, ok)
 
 
@@ -123,4 +123,4 @@ def test_perfect_embeddings_score_100():
 def test_no_decodable_video_is_a_clear_error():
     model = PairScorer()
     with pytest.raises(RuntimeError, match="no video could be encoded"):
-        encode_videos(model, [], 3, "cpu", progress=False)
+        encode_videos(model, [], 3, "cpu", EvalConfig(progress=False))
