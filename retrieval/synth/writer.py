@@ -1,0 +1,270 @@
+"""Plans every split of the synthetic corpus from one seed, renders the clips in a process pool and writes
+the annotation files in each corpus's official format (file names and folders from
+:mod:`retrieval.corpora`). Planning is sequential and seeded per split, rendering is a pure function of
+the plan, so the output is the same for a seed whatever the number of workers."""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encoders.video_io import write_image, write_video
+from retrieval.corpora import get_corpus
+from retrieval.synth import caption as captions
+from retrieval.synth.render import render_frames
+from retrieval.synth.scene import Scene, in_test_domain, sample_scene
+
+
+@dataclass
+class SynthConfig:
+    out: str
+    seed: int = 0
+    size: int = 64  # frame side, pixels
+    fps: float = 8.0
+    frames: int = 16  # frames of a short clip (2 s at 8 fps)
+    webvid: int = 2000
+    cc3m: int = 500
+    msrvtt_train: int = 2000
+    msrvtt_test: int = 1000
+    msvd_train: int = 300
+    msvd_test: int = 200
+    msvd_captions: int = 5
+    lsmdc_train: int = 300
+    lsmdc_test: int = 200
+    didemo_train: int = 60
+    didemo_test: int = 40
+    didemo_seconds: tuple[float, float] = (25.0, 30.0)
+    anet_train: int = 30
+    anet_val: int = 20
+    anet_seconds: tuple[float, float] = (40.0, 120.0)
+    two_event_fraction: float = 0.5  # short clips with two events ("..., then ...")
+    hard_negative_fraction: float = 0.2  # clips that belong to a reversed/swapped pair
+    test_fraction: float = 0.15  # share of scene orbits reserved for the test splits
+    workers: int = 2
+    crf: int = 0  # 0 = lossless H.264, so a reversed clip decodes to exactly the reversed frames
+
+    def __post_init__(self):
+        if self.size % 2 or self.size < 16:
+            raise ValueError(f"size must be even and >= 16, got {self.size}")
+        if self.frames < 2:
+            raise ValueError(f"frames must be >= 2, got {self.frames}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.hard_negative_fraction <= 1:
+            raise ValueError(f"hard_negative_fraction must be in [0, 1], got {self.hard_negative_fraction}")
+
+
+@dataclass
+class Clip:
+    """One planned media file. ``flip_of`` set: its frames are that clip's frames reversed."""
+
+    path: str  # relative to the corpus media folder
+    scene: Scene
+    num_frames: int
+    caption: str | list[str] = ""
+    group: str | None = None
+    temporal: str | None = None
+    flip_of: int | None = None
+    image: bool = False
+
+    def record(self, media_key: str = "video") -> dict:
+        rec = {media_key: self.path, "caption": self.caption}
+        if self.group:
+            rec.update(hard_negative_group=self.group, temporal=self.temporal)
+        return rec
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+def _draw(rng, domain: str, cfg: SynthConfig, used: set | None, num_events: int | None = None,
+          allow_visibility: bool = True, ok=lambda s: True, **scene_kw) -> Scene:
+    for _ in range(10_000):
+        n = num_events or (2 if rng.random() < cfg.two_event_fraction else 1)
+        scene = sample_scene(rng, n, allow_visibility=allow_visibility, **scene_kw)
+        if in_test_domain(scene, cfg.test_fraction) != (domain == "test") or not ok(scene):
+            continue
+        if used is not None and scene.key() in used:
+            continue
+        return scene
+    raise RuntimeError(f"could not draw a new {domain} scene; ask for fewer clips or change test_fraction")
+
+
+def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, unique: bool,
+               group_prefix: str, long_seconds: tuple[float, float] | None = None) -> list[Clip]:
+    """``n`` clips of one split: single scenes plus hard-negative pairs (reversed, and for short clips
+    swapped). ``unique`` keeps every scene key distinct (test splits: one right answer per caption)."""
+    used: set[str] | None = set() if unique else None
+    clips: list[Clip] = []
+    groups = 0
+
+    def add(scene: Scene, frames: int, group=None, temporal=None, flip_of=None):
+        if used is not None:
+            used.add(scene.key())
+        clips.append(Clip("", scene, frames, group=group, temporal=temporal, flip_of=flip_of))
+
+    def long_kw():
+        seconds = float(rng.uniform(*long_seconds))
+        events = max(3, int(seconds / 7))
+        weights = [float(w) for w in rng.uniform(2.0, 4.0, events)]
+        idle = (seconds - sum(weights)) / (events + 1)
+        return dict(num_events=events, weights=weights, hold=idle, gap=idle), int(round(seconds * cfg.fps))
+
+    while len(clips) < n:
+        r = rng.random()
+        kw, frames = long_kw() if long_seconds else ({}, cfg.frames)
+        fresh = (lambda *ss: len({s.key() for s in ss}) == len(ss) and not any(s.key() in used for s in ss)) \
+            if used is not None else (lambda *ss: len({s.key() for s in ss}) == len(ss))
+        if n - len(clips) >= 2 and r < cfg.hard_negative_fraction / (1 if long_seconds else 2):
+            scene = _draw(rng, domain, cfg, used, ok=lambda s: fresh(s, s.reversed()), **kw)
+            group = f"{group_prefix}-hn{groups:05d}"
+            add(scene, frames, group, "reversed")
+            add(scene.reversed(), frames, group, "reversed", flip_of=len(clips) - 1)
+            groups += 1
+        elif not long_seconds and n - len(clips) >= 2 and r < cfg.hard_negative_fraction:
+            def swappable(s: Scene) -> bool:
+                return fresh(s, s.swapped())
+            scene = _draw(rng, domain, cfg, used, num_events=2, allow_visibility=False, ok=swappable)
+            group = f"{group_prefix}-hn{groups:05d}"
+            add(scene, frames, group, "swapped")
+            add(scene.swapped(), frames, group, "swapped")
+            groups += 1
+        else:
+            add(_draw(rng, domain, cfg, used, **kw), frames)
+    return clips
+
+
+def plan_corpus(cfg: SynthConfig) -> dict[tuple[str, str], list[Clip]]:
+    """(corpus, split) -> planned clips with paths and captions filled in."""
+    plans: dict[tuple[str, str], list[Clip]] = {}
+
+    def rng_for(i: int) -> np.random.Generator:
+        return np.random.default_rng([cfg.seed, i])
+
+    short = [("webvid", "train", cfg.webvid), ("msrvtt", "train", cfg.msrvtt_train), ("msrvtt", "test", cfg.msrvtt_test),
+             ("msvd", "train", cfg.msvd_train), ("msvd", "test", cfg.msvd_test),
+             ("lsmdc", "train", cfg.lsmdc_train), ("lsmdc", "test", cfg.lsmdc_test)]
+    long = [("didemo", "train", cfg.didemo_train, cfg.didemo_seconds), ("didemo", "test", cfg.didemo_test, cfg.didemo_seconds),
+            ("anet", "train", cfg.anet_train, cfg.anet_seconds), ("anet", "val", cfg.anet_val, cfg.anet_seconds)]
+    for i, (corpus, split, n) in enumerate(short):
+        if n:
+            domain = "train" if split == "train" else "test"
+            plans[(corpus, split)] = plan_clips(rng_for(i), n, domain, cfg, unique=domain == "test",
+                                                group_prefix=f"{corpus}-{split}")
+    for i, (corpus, split, n, seconds) in enumerate(long, start=len(short)):
+        if n:
+            domain = "train" if split == "train" else "test"
+            plans[(corpus, split)] = plan_clips(rng_for(i), n, domain, cfg, unique=True,
+                                                group_prefix=f"{corpus}-{split}", long_seconds=seconds)
+    if cfg.cc3m:
+        rng = rng_for(len(short) + len(long))
+        plans[("cc3m", "train")] = [Clip("", _draw(rng, "train", cfg, None, num_events=0), 2, image=True)
+                                    for _ in range(cfg.cc3m)]
+    _name_and_caption(plans, cfg)
+    return plans
+
+
+def _name_and_caption(plans: dict[tuple[str, str], list[Clip]], cfg: SynthConfig) -> None:
+    msrvtt_next = 0
+    for (corpus, split), clips in plans.items():
+        rng = np.random.default_rng([cfg.seed, 1000 + len(corpus) * 7 + len(split)])
+        for i, clip in enumerate(clips):
+            if corpus == "webvid":
+                videoid, start = 1_000_000 + i, (i // 50) * 50
+                clip.path = f"{start:06d}_{start + 49:06d}/{videoid}.mp4"
+            elif corpus == "msrvtt":
+                clip.path = f"video{msrvtt_next}.mp4"
+                msrvtt_next += 1
+            elif corpus == "cc3m":
+                clip.path = f"{i:07d}.png"
+            else:
+                clip.path = f"{corpus}_{split}_{i:05d}.mp4"
+            if corpus == "cc3m":
+                clip.caption = captions.still_caption(clip.scene, rng)
+            elif corpus == "msvd":
+                clip.caption = captions.paraphrases(clip.scene, cfg.msvd_captions, rng)
+            elif corpus == "lsmdc":
+                clip.caption = captions.lsmdc_caption(clip.scene, rng)
+            elif corpus in ("didemo", "anet"):
+                clip.caption = captions.paragraph(clip.scene, rng)
+            else:
+                clip.caption = captions.caption(clip.scene, rng)
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+def _render_job(job: tuple) -> int:
+    scene, num_frames, size, fps, crf, outputs, image = job
+    frames = render_frames(scene, num_frames, size)
+    for path, flip in outputs:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if image:
+            write_image(path, frames[0])
+        else:
+            write_video(path, frames[::-1] if flip else frames, fps=fps, crf=crf)
+    return len(outputs)
+
+
+def _jobs(plans: dict[tuple[str, str], list[Clip]], cfg: SynthConfig) -> list[tuple]:
+    out = Path(cfg.out)
+    jobs = []
+    for (corpus, _), clips in plans.items():
+        media = out / get_corpus(corpus).media_dir
+        flipped = {c.flip_of: j for j, c in enumerate(clips) if c.flip_of is not None}
+        for j, clip in enumerate(clips):
+            if clip.flip_of is not None:
+                continue
+            outputs = [(str(media / clip.path), False)]
+            if j in flipped:
+                outputs.append((str(media / clips[flipped[j]].path), True))
+            jobs.append((clip.scene, clip.num_frames, cfg.size, cfg.fps, cfg.crf, outputs, clip.image))
+    # long videos first, so the pool is not left waiting on one at the end
+    return sorted(jobs, key=lambda j: -j[1] * len(j[5]))
+
+
+def _write_annotations(plans: dict[tuple[str, str], list[Clip]], cfg: SynthConfig) -> dict:
+    out = Path(cfg.out)
+    counts = {}
+    for (corpus, split), clips in plans.items():
+        spec = get_corpus(corpus)
+        path = spec.anno_path(out, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = [c.record("image" if spec.media == "image" else "video") for c in clips]
+        path.write_text(json.dumps(records, indent=1))
+        if corpus == "webvid":
+            with spec.anno_path(out, "train_csv").open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["videoid", "name", "page_dir", "duration"])
+                for c in clips:
+                    page_dir, file = c.path.split("/")
+                    seconds = int(round(c.num_frames / cfg.fps))
+                    writer.writerow([file[:-4], c.caption, page_dir, f"PT00H00M{seconds:02d}S"])
+        counts[f"{corpus}/{split}"] = {"files": len(clips), "hard_negative_groups": len({c.group for c in clips if c.group})}
+    return counts
+
+
+def generate(cfg: SynthConfig, progress: bool = True) -> dict:
+    """Plan, render and write everything; returns the manifest (also written to OUT/manifest.json)."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    plans = plan_corpus(cfg)
+    jobs = _jobs(plans, cfg)
+    total = sum(len(j[5]) for j in jobs)
+    bar = tqdm(total=total, desc="rendering", unit="file", disable=not progress)
+    if cfg.workers > 1:
+        with multiprocessing.get_context("fork").Pool(cfg.workers) as pool:
+            for done in pool.imap_unordered(_render_job, jobs, chunksize=4):
+                bar.update(done)
+    else:
+        for job in jobs:
+            bar.update(_render_job(job))
+    bar.close()
+    manifest = {"config": asdict(cfg), "splits": _write_annotations(plans, cfg),
+                "seconds": round(time.perf_counter() - start, 2)}
+    (Path(cfg.out) / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
