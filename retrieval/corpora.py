@@ -97,3 +97,178 @@ register_corpus(CorpusSpec("lsmdc", "benchmark", "video", "single", 96,
 register_corpus(CorpusSpec("msvd", "benchmark", "video", "multi", 64,
                            {"train": "msvd_ret_train.json", "test": "msvd_ret_test.json"}, "MSVD_Videos",
                            eval_split="test"))
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+TEMPORAL_KINDS = ("reversed", "swapped")
+WEBVID_CSV_COLUMNS = ("videoid", "name", "page_dir")
+
+
+def read_annotation(path: str | os.PathLike, spec: CorpusSpec) -> list[dict]:
+    """Validated records ``{"media": str, "caption": str | list[str], "group": str|None, "temporal": str|None}``
+    from an official JSON array (``video``/``image`` + ``caption``) or, for webvid, WebVid's CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file for {spec.name!r} not found: {path}")
+    if path.suffix == ".csv":
+        return _read_webvid_csv(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+    return [_check_record(path, i, rec, spec) for i, rec in enumerate(data)]
+
+
+def _check_record(path: Path, i: int, rec, spec: CorpusSpec) -> dict:
+    where = f"{path}: record {i}"
+    if not isinstance(rec, dict):
+        raise AnnotationError(f"{where}: expected an object, got {type(rec).__name__}")
+    key = "image" if spec.media == "image" and "image" in rec else "video"
+    if key not in rec:
+        raise AnnotationError(f"{where}: missing field {('image' if spec.media == 'image' else 'video')!r}")
+    media = rec[key]
+    if isinstance(media, list):
+        raise AnnotationError(f"{where}: field {key!r} is a list (has_multi_vision_gt); not supported")
+    if not isinstance(media, str) or not media:
+        raise AnnotationError(f"{where}: field {key!r} must be a non-empty string, got {media!r}")
+    if "caption" not in rec:
+        raise AnnotationError(f"{where}: missing field 'caption'")
+    cap = rec["caption"]
+    is_list = isinstance(cap, list) and len(cap) > 0 and all(isinstance(c, str) for c in cap)
+    if spec.text == "paragraph" and not is_list:
+        raise AnnotationError(f"{where}: field 'caption' must be a non-empty list of sentences for the "
+                              f"paragraph corpus {spec.name!r}, got {type(cap).__name__}")
+    if not (isinstance(cap, str) and cap.strip()) and not is_list:
+        raise AnnotationError(f"{where}: field 'caption' must be a non-empty string or list of strings, got {cap!r}")
+    group, temporal = rec.get("hard_negative_group"), rec.get("temporal")
+    if group is not None and not isinstance(group, str):
+        raise AnnotationError(f"{where}: field 'hard_negative_group' must be a string, got {group!r}")
+    if group is not None and temporal not in TEMPORAL_KINDS:
+        raise AnnotationError(f"{where}: field 'temporal' must be one of {TEMPORAL_KINDS}, got {temporal!r}")
+    return {"media": media, "caption": cap, "group": group, "temporal": temporal if group else None}
+
+
+def _read_webvid_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in WEBVID_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(WEBVID_CSV_COLUMNS)}")
+        out = []
+        for i, row in enumerate(reader):
+            for col in WEBVID_CSV_COLUMNS:
+                if not (row.get(col) or "").strip():
+                    raise AnnotationError(f"{path}: record {i} (line {i + 2}): empty field {col!r}")
+            out.append({"media": f"{row['page_dir']}/{row['videoid']}.mp4", "caption": row["name"],
+                        "group": None, "temporal": None})
+    return out
+
+
+def _resolve(name: str, root, split: str | None, anno, media_root) -> tuple[CorpusSpec, str, Path, Path]:
+    spec = get_corpus(name)
+    split = split or spec.eval_split or "train"
+    if anno is None:
+        if root is None:
+            raise ValueError(f"give a data root or an annotation file for corpus {name!r}")
+        anno = spec.anno_path(root, split)
+    if media_root is None:
+        if root is None:
+            raise ValueError(f"give a data root or media_root for corpus {name!r}")
+        media_root = spec.media_root(root)
+    return spec, split, Path(anno), Path(media_root)
+
+
+def _texts_of(caption: str | list[str], spec: CorpusSpec) -> list[str]:
+    if isinstance(caption, str):
+        return [pre_text(caption)]
+    if spec.text == "paragraph":
+        return [pre_text(" ".join(caption))]
+    return [pre_text(c) for c in caption]
+
+
+# ---------------------------------------------------------------------------------------------- views
+
+@dataclass(frozen=True)
+class Pair:
+    media: str  # absolute path of the video or image
+    caption: str  # after pre_text
+    sample_id: int  # same id = same video: the positives of multi-positive VTC
+    group: str | None = None
+    temporal: str | None = None
+
+
+@dataclass
+class Pairs:
+    """Training view: one (media, caption) pair per text; several pairs may share a sample_id."""
+
+    corpus: str
+    split: str
+    media: str  # "video" or "image"
+    items: list[Pair]
+    max_txt_len: int
+    trimmed30: bool = False
+
+    @property
+    def num_samples(self) -> int:
+        return len({p.sample_id for p in self.items})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Benchmark:
+    """Evaluation view: ``texts[i]`` matches video ``txt2vid[i]``; ``vid2txt[v]`` lists all texts of video v.
+    ``groups`` maps a hard-negative group id to its video indices, ``temporal`` to its kind."""
+
+    name: str
+    split: str
+    videos: list[str]
+    texts: list[str]
+    txt2vid: list[int]
+    vid2txt: list[list[int]]
+    max_txt_len: int
+    trimmed30: bool = False
+    groups: dict[str, list[int]] = field(default_factory=dict)
+    temporal: dict[str, str] = field(default_factory=dict)
+
+
+def load_pairs(name: str, root: str | os.PathLike | None = None, split: str = "train",
+               anno: str | os.PathLike | None = None, media_root: str | os.PathLike | None = None) -> Pairs:
+    """Training pairs of a corpus split; records of the same video (msrvtt train) share a sample_id, a
+    caption list gives one pair per caption (a paragraph: one joined pair)."""
+    spec, split, anno, media_root = _resolve(name, root, split, anno, media_root)
+    ids: dict[str, int] = {}
+    items = []
+    for rec in read_annotation(anno, spec):
+        sid = ids.setdefault(rec["media"], len(ids))
+        for text in _texts_of(rec["caption"], spec):
+            items.append(Pair(str(media_root / rec["media"]), text, sid, rec["group"], rec["temporal"]))
+    return Pairs(spec.name, split, spec.media, items, spec.max_txt_len, spec.trimmed30)
+
+
+def load_benchmark(name: str, root: str | os.PathLike | None = None, split: str | None = None,
+                   anno: str | os.PathLike | None = None, video_root: str | os.PathLike | None = None) -> Benchmark:
+    """An evaluation split (default: the one the official zero-shot config evaluates)."""
+    spec, split, anno, video_root = _resolve(name, root, split, anno, video_root)
+    bench = Benchmark(spec.name, split, [], [], [], [], spec.max_txt_len, spec.trimmed30)
+    index: dict[str, int] = {}
+    for rec in read_annotation(anno, spec):
+        if rec["media"] not in index:
+            index[rec["media"]] = len(bench.videos)
+            bench.videos.append(str(video_root / rec["media"]))
+            bench.vid2txt.append([])
+        v = index[rec["media"]]
+        for text in _texts_of(rec["caption"], spec):
+            bench.vid2txt[v].append(len(bench.texts))
+            bench.texts.append(text)
+            bench.txt2vid.append(v)
+        if rec["group"]:
+            members = bench.groups.setdefault(rec["group"], [])
+            if v not in members:
+                members.append(v)
+            bench.temporal[rec["group"]] = rec["temporal"]
+    return bench
