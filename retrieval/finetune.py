@@ -30,27 +30,29 @@ class FinetuneConfig:
     progress: bool = True
 
 
-def collate_train(tokenize: Tokenize) -> Callable[[list], dict[str, torch.Tensor]]:
-    """Batch `(video (T,3,H,W), caption, video_id)` samples into the loop's batch dict; `idx` is the video id,
-    so captions of the same video are positives for VTC, as the official train datasets group them."""
+def collate_train(train_set, tokenize: Tokenize) -> Callable[[list], dict]:
+    """The dataset's skip-robust collate, then tokenized captions; `idx` is the sample (video) id, so captions
+    of the same video are VTC positives, as the official train datasets group them by video."""
 
-    def collate(samples: list) -> dict[str, torch.Tensor]:
-        videos, captions, ids = zip(*samples)
-        input_ids, mask = tokenize(list(captions))
-        return {"video": torch.stack(videos), "input_ids": input_ids, "attention_mask": mask,
-                "idx": torch.as_tensor(ids, dtype=torch.long)}
+    def collate(items: list) -> dict:
+        batch = train_set.collate(items)
+        input_ids, mask = tokenize(list(batch["caption"])) if batch.get("caption") else (None, None)
+        return {"video": batch["video"], "input_ids": input_ids, "attention_mask": mask,
+                "idx": batch.get("sample_id"), "skipped": batch["skipped"]}
 
     return collate
 
 
 def stage2_forward(model: nn.Module, batch: dict, stage: int) -> dict[str, torch.Tensor]:
     """VTC + VTM only: fine-tuning never runs MLM (the official retrieval model has no MLM head)."""
+    if batch["input_ids"] is None:
+        raise RuntimeError("a whole training batch was undecodable videos: " + ", ".join(p for p, _ in batch["skipped"]))
     return model(batch["video"], batch["input_ids"], batch["attention_mask"], batch["idx"], stage=2, mlm=False)
 
 
 def finetune(
     model: nn.Module,
-    train_set: Dataset,
+    train_set: Dataset,  # retrieval.datasets.VideoTextTrainDataset
     tokenize: Tokenize,
     cfg: FinetuneConfig,
     evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
@@ -66,7 +68,7 @@ def finetune(
         raise ValueError("the train split is empty (every video was skipped or the split has no samples)")
     dist_info = init_distributed(device)
     sampler = ShardedBatchSampler(len(train_set), cfg.batch_size, dist_info.rank, dist_info.world_size, cfg.seed)
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_train(tokenize),
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_train(train_set, tokenize),
                         num_workers=cfg.num_workers)
     train_cfg = TrainConfig(stage=2, output_dir=cfg.output_dir, seed=cfg.seed, log_every=cfg.log_every)
     train_cfg.data.batch_size = cfg.batch_size
