@@ -48,6 +48,15 @@ class SynthConfig:
     workers: int = 2
     crf: int = 0  # 0 = lossless H.264, so a reversed clip decodes to exactly the reversed frames
 
+    @classmethod
+    def tiny(cls, out: str, **overrides) -> "SynthConfig":
+        """A corpus of a few dozen small files for tests and smoke runs (about a second to write)."""
+        small = dict(size=32, frames=8, webvid=12, cc3m=4, msrvtt_train=12, msrvtt_test=10, msvd_train=6,
+                     msvd_test=6, msvd_captions=3, lsmdc_train=6, lsmdc_test=6, didemo_train=2, didemo_test=2,
+                     didemo_seconds=(6.0, 8.0), anet_train=2, anet_val=2, anet_seconds=(8.0, 10.0),
+                     hard_negative_fraction=0.5, workers=1)
+        return cls(out=str(out), **{**small, **overrides})
+
     def __post_init__(self):
         if self.size % 2 or self.size < 16:
             raise ValueError(f"size must be even and >= 16, got {self.size}")
@@ -110,7 +119,8 @@ def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, 
     def long_kw():
         seconds = float(rng.uniform(*long_seconds))
         events = max(3, int(seconds / 7))
-        weights = [float(w) for w in rng.uniform(2.0, 4.0, events)]
+        weights = rng.uniform(2.0, 4.0, events)
+        weights = [float(w) for w in weights * min(1.0, 0.75 * seconds / weights.sum())]
         idle = (seconds - sum(weights)) / (events + 1)
         return dict(num_events=events, weights=weights, hold=idle, gap=idle), int(round(seconds * cfg.fps))
 
