@@ -1,0 +1,83 @@
+"""End to end: `python -m retrieval.eval` on tiny synthetic benchmarks with a random tiny model (in-process)."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from encoders.umt import build_video_text_model
+from retrieval import eval as cli
+from retrieval.corpora import load_benchmark
+
+COMMON = ["--checkpoint", cli.TINY_MODEL, "--num-frames", "4", "--k-test", "4", "--no-progress", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def msrvtt_root(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return cli.synthetic_root("msrvtt", cache, videos=10, train=False)
+
+
+def test_corpus_with_bad_videos_reports_exactly_those(msrvtt_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(msrvtt_root, root)
+    videos = load_benchmark("msrvtt", root).videos
+    corrupt, empty, missing = videos[1], videos[4], videos[7]
+    with open(corrupt, "r+b") as f:  # keep the size, destroy the content
+        f.write(b"\x00garbage" * 64)
+    open(empty, "wb").close()
+    (root / "MSRVTT_Videos" / missing.split("/")[-1]).unlink()
+
+    out = tmp_path / "res.json"
+    res = cli.main(["--bench", "msrvtt", "--data-root", str(root), "--cache-dir", str(tmp_path / "c"),
+                    "--output", str(out)] + COMMON)
+    assert set(res["skipped_videos"]) == {corrupt, empty, missing}
+    assert res["counts"]["videos_evaluated"] == 7 and res["counts"]["texts_evaluated"] == 7
+    printed = capsys.readouterr().out
+    assert "skipped 3 undecodable video(s)" in printed and "t2v R@1" in printed
+    saved = json.loads(out.read_text())
+    assert saved["itm"] == res["itm"] and set(saved) >= {"emb", "itm", "counts", "meta"}
+
+
+def test_cached_embeddings_reused_and_rerank_protocol(msrvtt_root, tmp_path):
+    args = ["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path)] + COMMON
+    first = cli.main(args + ["--output", str(tmp_path / "a.json")])
+    second = cli.main(args + ["--output", str(tmp_path / "b.json"), "--dual-softmax"])
+    assert not first["meta"]["embeddings_cached"] and second["meta"]["embeddings_cached"]
+    assert first["emb"] == second["emb"] and first["itm"] == second["itm"] and "emb_dsl" in second
+    assert first["counts"]["hard_negative_groups"] > 0 and "temporal_acc" in first["itm"]
+
+
+def test_official_shaped_checkpoint_loads_with_no_extra_flags(msrvtt_root, tmp_path):
+    """A tiny model saved in the official pretraining form (text_encoder.bert.*, text_encoder.cls.*,
+    clip_teacher.*) evaluates exactly like the same weights built directly."""
+    args = cli.build_parser().parse_args(["--bench", "msrvtt"] + COMMON)
+    model, _, _ = cli.load_model(args)
+    official = {}
+    for k, v in model.state_dict().items():
+        official[k.replace("text_encoder.", "text_encoder.bert.", 1) if k.startswith("text_encoder.") else k] = v
+    official["text_encoder.cls.predictions.bias"] = torch.zeros(7)
+    official["clip_teacher.class_embedding"] = torch.zeros(5)
+    path = tmp_path / "official.pth"
+    torch.save({"model": official}, path)
+
+    cfg = cli.tiny_config(4, 0)
+    overrides = {k: getattr(cfg, k) for k in ("vision_model", "vision_overrides", "text_encoder", "text_layers",
+                                              "fusion_layers", "embed_dim")}
+    base = ["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path)] + COMMON[2:]
+    direct = cli.main(base + ["--checkpoint", cli.TINY_MODEL, "--output", str(tmp_path / "d.json")])
+    loaded = cli.main(base + ["--checkpoint", str(path), "--model-overrides", json.dumps(overrides),
+                              "--output", str(tmp_path / "o.json")])
+    assert loaded["emb"] == direct["emb"] and loaded["itm"] == direct["itm"]
+
+
+def test_missing_checkpoint_is_a_clear_error(msrvtt_root, tmp_path):
+    with pytest.raises(SystemExit, match="no --checkpoint given"):
+        cli.main(["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="does not exist"):
+        cli.main(["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--checkpoint", str(tmp_path / "nope")])
+
+
+def test_tiny_model_builds_from_config():
+    model, tokenizer = build_video_text_model(cli.tiny_config(4, 0))
+    assert model.vision_encoder.patch_embed.img_size == 32 and tokenizer.cls_token_id == 101
