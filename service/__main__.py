@@ -1,0 +1,26 @@
+"""`python -m service`: serve the retrieval API with uvicorn (see `python -m service --help`)."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from service.app import create_app
+from service.config import config_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(argv)
+    except ValueError as err:
+        print(f"python -m service: {err}", file=sys.stderr)
+        return 2
+    app = create_app(config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Micro-batching of concurrent text queries through the encoder, behind a bounded queue.
+
+Requests wait at most `max_wait_s` for company, then up to `max_batch` texts go through the model in one forward
+pass on a worker thread. A full queue rejects new work at once (`Overloaded` → HTTP 503) instead of letting
+latency grow without bound. With `max_batch=1` every text is its own forward pass (no batching), same queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+class Overloaded(RuntimeError):
+    """The queue in front of the encoder is full."""
+
+
+class MicroBatcher:
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.003,
+                 max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None):
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch} and {max_queue}")
+        self.encode, self.max_batch, self.max_wait_s = encode, max_batch, max_wait_s
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue | None = None
+        self._max_queue = max_queue
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue(self._max_queue)
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    async def submit(self, text: str) -> np.ndarray:
+        """The embedding of `text`; raises Overloaded when the queue is full."""
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((text, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"text encoder queue is full ({self._max_queue} waiting); retry shortly") from None
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            batch = [(t, f) for t, f in batch if not f.cancelled()]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                vectors = await asyncio.to_thread(self.encode, [t for t, _ in batch])
+            except Exception as err:  # one failed forward fails its batch, never the worker
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(err)
+                continue
+            if self.on_batch:
+                self.on_batch(len(batch), time.perf_counter() - started)
+            for (_, f), v in zip(batch, vectors):
+                if not f.done():
+                    f.set_result(v)

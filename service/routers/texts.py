@@ -1,0 +1,27 @@
+"""POST /texts: captions for the gallery that POST /search/video answers from."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from service.deps import get_state, require_write_key
+from service.schemas import AddTextsOut, AddTextsRequest
+from service.state import ServiceState
+
+router = APIRouter(tags=["texts"])
+
+
+@router.post("/texts", response_model=AddTextsOut, dependencies=[Depends(require_write_key)])
+async def add_texts(req: AddTextsRequest, state: ServiceState = Depends(get_state)) -> AddTextsOut:
+    cfg = state.config
+    if len(req.texts) > cfg.max_texts_per_request:
+        raise HTTPException(422, f"{len(req.texts)} texts in one request; the limit is {cfg.max_texts_per_request}")
+    for i, text in enumerate(req.texts):
+        if not text.strip() or len(text) > cfg.max_query_chars:
+            raise HTTPException(422, f"texts[{i}] is blank or longer than {cfg.max_query_chars} characters")
+    if req.fields is not None and len(req.fields) != len(req.texts):
+        raise HTTPException(422, f"got {len(req.fields)} fields for {len(req.texts)} texts")
+    vectors = await asyncio.to_thread(state.embedder.embed_texts, req.texts)
+    ids = await asyncio.to_thread(state.store.add_texts, req.texts, vectors, req.fields)
+    return AddTextsOut(ids=ids)

@@ -1,0 +1,108 @@
+"""Shared helpers for the service tests: a tiny random model, tiny MP4s, and `python -m service` on loopback."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "test-key"
+WRITE = {"X-API-Key": API_KEY}
+
+
+def save_tiny_model(directory: Path) -> Path:
+    """A random VideoTextModel small enough to embed a clip in milliseconds (32×32 frames, 4 frames, 32-d)."""
+    import torch
+
+    from encoders.umt import VideoTextConfig, build_video_text_model
+
+    torch.manual_seed(0)
+    model, _ = build_video_text_model(VideoTextConfig(text_layers=1, fusion_layers=1, embed_dim=32, mlm=False))
+    model.save_pretrained(str(directory), only_changed=True)
+    return directory
+
+
+def write_clip(path: Path, seconds: float, seed: int, fps: float = 8.0, size: int = 32) -> Path:
+    """An MP4 of moving colour noise, different for each seed."""
+    from encoders.video_io import write_video
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (1, size, size, 3))
+    frames = (base + rng.integers(-40, 40, (int(seconds * fps), size, size, 3))).clip(0, 255).astype(np.uint8)
+    write_video(path, frames, fps=fps)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """`python -m service` as a subprocess on a free loopback port."""
+
+    def __init__(self, data_dir: Path, model_dir: Path, *extra: str):
+        self.data_dir, self.model_dir, self.extra = data_dir, model_dir, extra
+        self.proc: subprocess.Popen | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"{data_dir.name}-service.log"
+
+    def start(self, timeout: float = 90.0) -> "Service":
+        args = [sys.executable, "-m", "service", "--port", str(self.port), "--data-dir", str(self.data_dir),
+                "--model-path", str(self.model_dir), "--api-key", API_KEY, "--segment-window", "2",
+                "--segment-stride", "1", "--checkpoint-interval-s", "0.5", *self.extra]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "VIDEOMAMBA_SCAN_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"service did not answer in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def upload(client: httpx.Client, path: Path, **form) -> httpx.Response:
+    with open(path, "rb") as f:
+        return client.post("/videos", files={"file": (path.name, f, "video/mp4")}, data=form, headers=WRITE)
+
+
+def wait_jobs(client: httpx.Client, job_ids: list[str], timeout: float = 120.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = [client.get(f"/jobs/{j}").json() for j in job_ids]
+        if all(j["status"] in ("done", "failed") for j in jobs):
+            return jobs
+        time.sleep(0.2)
+    raise TimeoutError(f"jobs not finished after {timeout} s: {jobs}")
