@@ -246,6 +246,7 @@ class _Opened:
 
     def __init__(self, src: VideoSource, reader: str | None):
         handle, self.name, is_image = _open_source(src)
+        self._handle, self._reader = handle, reader
         if is_image:
             pixels = _read_image(handle, self.name)
             self._image = pixels
@@ -261,7 +262,15 @@ class _Opened:
             raise IndexError(f"frame index {bad[0]} out of range for {self.name} ({self.meta.num_frames} frames)")
         if self._image is not None:
             return torch.from_numpy(np.repeat(self._image, len(indices), axis=0))
-        return torch.from_numpy(np.ascontiguousarray(self._video.frames(indices)))
+        try:
+            frames = self._video.frames(indices)
+        except VideoDecodeError:
+            if self._reader is not None or isinstance(self._video, _AVVideo):
+                raise
+            # decord opens some files it then cannot copy out (e.g. widths it pads); PyAV reads them
+            self._video = _AVVideo(self._handle, self.name)
+            frames = self._video.frames(indices)
+        return torch.from_numpy(np.ascontiguousarray(frames))
 
 
 # ---------------------------------------------------------------------------------------------- transforms
