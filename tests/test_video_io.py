@@ -137,3 +137,11 @@ def test_bad_inputs_raise_video_decode_error(tmp_path, mp4, reader):
         buf = io.BytesIO(b"garbage" * 10)
         buf.name = "upload.mp4"
         load_video(buf, reader=reader)
+
+
+def test_widths_decord_cannot_copy_fall_back_to_pyav(tmp_path):
+    path = tmp_path / "narrow.mp4"
+    write_video(path, _clip(t=6, h=40, w=48), fps=8)
+    frames = read_frames_at(path, index_range=(0, 6))
+    assert frames.shape == (6, 40, 48, 3)
+    assert torch.equal(frames, read_frames_at(path, index_range=(0, 6), reader="av"))
