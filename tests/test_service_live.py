@@ -17,6 +17,7 @@ def env(tmp_path_factory):
     service.kill()
 
 
+@pytest.mark.slow  # about 35 s: two service starts
 def test_ingest_search_delete_restart(env):
     service, clips, long_clip = env
     media = service.data_dir / "media" / "library"
