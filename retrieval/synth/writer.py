@@ -29,7 +29,7 @@ class SynthConfig:
     frames: int = 16  # frames of a short clip (2 s at 8 fps)
     webvid: int = 2000
     cc3m: int = 500
-    msrvtt_train: int = 2000
+    msrvtt_train: int = 5000
     msrvtt_test: int = 1000
     msvd_train: int = 300
     msvd_test: int = 200
