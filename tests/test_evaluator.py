@@ -6,6 +6,7 @@ from retrieval.evaluator import (
     ITM_FILL,
     EvalConfig,
     Embeddings,
+    cross_attentions,
     encode_texts,
     encode_videos,
     evaluate,
@@ -45,8 +46,15 @@ def tokenize(texts):
     return ids, torch.ones_like(ids)
 
 
-def make_embeddings(model, n_videos=6, n_texts=6, frames=3):
-    videos = torch.randn(n_videos, frames, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+def tiny_video_text_model():
+    from encoders.umt import build_video_text_model
+    from retrieval.eval import tiny_config
+
+    return build_video_text_model(tiny_config(num_frames=2, seed=0))[0].eval()
+
+
+def make_embeddings(model, n_videos=6, n_texts=6, frames=3, size=4):
+    videos = torch.randn(n_videos, frames, 3, size, size, generator=torch.Generator().manual_seed(1))
     batches = [(videos[i : i + 4], torch.arange(i, min(i + 4, n_videos))) for i in range(0, n_videos, 4)]
     cfg = EvalConfig(text_batch_size=4, progress=False)
     texts = [f"caption number {i}" for i in range(n_texts)]
@@ -63,12 +71,18 @@ def test_itc_is_mean_of_per_frame_cosines():
     assert torch.allclose(emb.vision_feat.norm(dim=-1), torch.ones(6, 3))
 
 
-def test_rerank_is_itm_logit_on_top_k_and_minus_100_elsewhere():
-    model = PairScorer().eval()
-    emb = make_embeddings(model)
+@pytest.mark.parametrize("kind,project_once", [("pair_scorer", True), ("umt_tiny", True), ("umt_tiny", False)])
+def test_rerank_is_itm_logit_on_top_k_and_minus_100_elsewhere(kind, project_once):
+    if kind == "umt_tiny":
+        model = tiny_video_text_model()
+        emb = make_embeddings(model, frames=2, size=32)
+        assert len(cross_attentions(model)) == 1
+    else:
+        model = PairScorer().eval()
+        emb = make_embeddings(model)
     itc = itc_scores(emb.vision_feat, emb.text_feat)
     k = 2
-    cfg = EvalConfig(k_test=k, itm_batch_size=3, progress=False)
+    cfg = EvalConfig(k_test=k, itm_batch_size=3, itm_video_chunk=4, progress=False, project_vision_once=project_once)
     v2t, t2v = rerank(model, emb, itc, cfg, "cpu")
     with torch.no_grad():
         every = model.itm_logits(
