@@ -45,8 +45,15 @@ def _build():
             name=name, sources=[str(CSRC)], build_directory=str(build_dir),
             extra_cflags=["-O3", "-fopenmp", *isa], extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # compiler missing, headers broken, ...: the caller falls back
-        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}"
+        return None, _first_error_line(exc)
     return module, None
+
+
+def _first_error_line(exc: Exception) -> str:
+    """The compiler's first `error:` line when there is one: ninja's own last line says nothing useful."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return f"{type(exc).__name__}: {(errors or lines or [repr(exc)])[0]}"
 
 
 def load_extension():
