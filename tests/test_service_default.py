@@ -1,0 +1,28 @@
+"""The embedded default: an empty data dir is filled with the synthetic library and serves real results."""
+import time
+
+import pytest
+
+from test_service_helpers import Service, save_tiny_model
+
+
+@pytest.mark.slow  # about 30 s: synthesizes and indexes 27 videos
+def test_embedded_default_library(tmp_path):
+    model = save_tiny_model(tmp_path / "model")
+    service = Service(tmp_path / "data", model, "--embedded-default", "true", "--segment-window", "8",
+                      "--segment-stride", "4").start()
+    try:
+        with service.client() as c:
+            deadline = time.monotonic() + 180
+            while (status := c.get("/healthz").json()["default_library"]) != "ready" and time.monotonic() < deadline:
+                assert not status.startswith("failed"), status
+                time.sleep(0.5)
+            health = c.get("/healthz").json()
+            assert status == "ready" and health["videos"] == 27 and health["texts"] == 24
+            results = c.post("/search", json={"query": "a red circle moves left", "k": 5}).json()["results"]
+            assert len(results) == 5 and all(r["fields"]["corpus"] in ("msrvtt", "didemo") for r in results)
+            long_ones = c.post("/search", json={"query": "a star", "k": 3, "filters": {"corpus": "didemo"}}).json()
+            assert all(r["duration"] > 8 and r["segment"]["end"] - r["segment"]["start"] == pytest.approx(8)
+                       for r in long_ones["results"])
+    finally:
+        service.stop()
