@@ -22,14 +22,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from encoders.umt import VideoTextConfig, build_video_text_model, load_video_text_model, make_tokenize
-from retrieval.corpora import Benchmark, list_corpora, load_benchmark, load_pairs
+from retrieval.corpora import Benchmark, get_corpus, list_corpora, load_benchmark, load_pairs
 from retrieval.datasets import BadMediaWarning, SkipLog, VideoEvalDataset, VideoTextTrainDataset
 from retrieval.evaluator import EvalConfig, Embeddings, encode_texts, encode_videos, evaluate, rank_world
 
 DEFAULT_CACHE = Path(os.environ.get("VIDEOMAMBA_CACHE", Path.home() / ".cache" / "videomamba-retrieval"))
 TINY_MODEL = "random-tiny"
-SYNTH_SIZES = {"msrvtt": "msrvtt_test", "didemo": "didemo_test", "anet": "anet_val", "lsmdc": "lsmdc_test",
-               "msvd": "msvd_test"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     p.add_argument("--no-cache", action="store_true", help="re-encode even when cached embeddings exist")
-    p.add_argument("--synth-videos", type=int, default=None, help="size of a generated synthetic split")
+    p.add_argument("--synth-videos", type=int, default=None,
+                   help="videos of a generated synthetic evaluation split (default: the generator's)")
+    p.add_argument("--synth-train-videos", type=int, default=0,
+                   help="videos of a generated synthetic train split for --train (default: the generator's)")
     p.add_argument("--output", default=None, help="JSON results file (default: <cache>/results/<bench>-<key>.json)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--seed", type=int, default=0, help="seed of the random tiny model and of fine-tuning")
@@ -104,18 +105,21 @@ def _weights_key(path: Path, overrides: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ data
 
-def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train: bool) -> Path:
-    """Generate (once) a synthetic data root holding only `bench`'s splits."""
+def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos: int | None) -> Path:
+    """Generate (once) a synthetic data root holding only `bench`'s evaluation split, plus its train split when
+    `train_videos` is given (0 = the generator's default size); every other corpus gets 0 clips."""
     from retrieval.synth.writer import SynthConfig, generate
 
-    counts = {f.name: 0 for f in dataclasses.fields(SynthConfig) if f.type == "int" and f.name not in (
-        "seed", "size", "frames", "workers", "crf", "msvd_captions")}
-    defaults = SynthConfig(out="")
-    eval_field = SYNTH_SIZES[bench]
+    spec, defaults = get_corpus(bench), SynthConfig(out="")
+    corpus_counts = {c if c in vars(defaults) else f"{c}_{split}"
+                     for c in list_corpora() for split in get_corpus(c).splits}
+    counts = {name: 0 for name in corpus_counts if name in vars(defaults)}
+    eval_field = f"{bench}_{spec.eval_split}"
     counts[eval_field] = videos or getattr(defaults, eval_field)
-    if train:
-        counts[f"{bench}_train"] = getattr(defaults, f"{bench}_train")
-    key = hashlib.sha256(json.dumps(counts, sort_keys=True).encode()).hexdigest()[:12]
+    if train_videos is not None:
+        counts[f"{bench}_train"] = train_videos or getattr(defaults, f"{bench}_train")
+    settings = {k: v for k, v in dataclasses.asdict(SynthConfig(out="", **counts)).items() if k != "out"}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     root = cache_dir / "synth" / f"{bench}-{key}"
     if not (root / "manifest.json").is_file():
         if rank_world()[0] == 0:
@@ -277,7 +281,8 @@ def main(argv=None) -> dict:
     if args.num_frames < 1 or args.batch_size < 1 or args.k_test < 1:
         raise SystemExit("error: --num-frames, --batch-size and --k-test must be >= 1")
     device = init_distributed(args.device)
-    data_root = args.data_root or str(synthetic_root(args.bench, Path(args.cache_dir), args.synth_videos, args.train))
+    data_root = args.data_root or str(synthetic_root(args.bench, Path(args.cache_dir), args.synth_videos,
+                                                   args.synth_train_videos if args.train else None))
     bench = load_benchmark(args.bench, data_root, args.split)
     model, tokenizer, model_key = load_model(args)
     model = model.to(device)

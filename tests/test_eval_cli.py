@@ -8,14 +8,24 @@ import torch
 from encoders.umt import build_video_text_model
 from retrieval import eval as cli
 from retrieval.corpora import load_benchmark
+from retrieval.synth.writer import SynthConfig, generate
 
 COMMON = ["--checkpoint", cli.TINY_MODEL, "--num-frames", "4", "--k-test", "4", "--no-progress", "--batch-size", "4"]
 
 
 @pytest.fixture(scope="module")
 def msrvtt_root(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return cli.synthetic_root("msrvtt", cache, videos=10, train=False)
+    """The generator's tiny corpus: 10 msrvtt test clips (some in hard-negative groups), 12 train clips, 2 DiDeMo."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(SynthConfig.tiny(root), progress=False)
+    return root
+
+
+def test_synthetic_split_generated_when_no_data_root(tmp_path):
+    root = cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None)
+    bench = load_benchmark("lsmdc", root)
+    assert len(bench.videos) == 3 and not (root / "MSRVTT_Videos").exists()
+    assert cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None) == root  # generated once
 
 
 def test_corpus_with_bad_videos_reports_exactly_those(msrvtt_root, tmp_path, capsys):
