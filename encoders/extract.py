@@ -38,8 +38,6 @@ class VideoFeatureExtractor:
     def __init__(self, model: str = "videomamba_middle", checkpoint: str | None = None, num_frames: int = 8,
                  size: int = 224, device: str | torch.device | None = None, per_frame: bool = False,
                  **model_overrides):
-        import encoders.videomamba  # noqa: F401  (registers the VideoMamba sizes)
-
         self.num_frames, self.size, self.per_frame = num_frames, size, per_frame
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = create_model(model, num_frames=num_frames, img_size=size, **model_overrides)

@@ -15,7 +15,6 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Sequence, Union
 
 import numpy as np

@@ -22,7 +22,6 @@ This works unchanged with DataLoader worker processes (the bad items travel insi
 """
 from __future__ import annotations
 
-import random
 import sys
 import warnings
 from dataclasses import dataclass
@@ -148,11 +147,3 @@ class SkipLog:
             print(text, file=file)
         return text
 
-
-def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn`` that also seeds numpy from torch's per-worker seed (torch seeds ``random``)."""
-    import numpy as np
-
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)

@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import pytest
@@ -24,7 +25,7 @@ def damaged(tmp_path_factory):
             f.seek(0)
             f.write(data)
         open(empty, "wb").close()
-        __import__("os").remove(missing)
+        os.remove(missing)
         bad[split] = {corrupt: "", empty: "empty", missing: "not found"}
     return root, bad
 
