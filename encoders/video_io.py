@@ -385,15 +385,29 @@ def segment_windows(duration: float, window: float, stride: float) -> list[tuple
     return [(float(s), float(min(s + window, duration))) for s in starts]
 
 
+def load_segments(src: VideoSource, windows: Sequence[tuple[float, float]], num_frames: int = 8, size: int = 224,
+                  reader: str | None = None) -> torch.Tensor:
+    """Test-time sampling (interval middles) inside each ``(start, end)`` window in seconds, decoding the
+    video once -> (num_windows, T, 3, size, size). Pair with :func:`segment_windows` for long videos."""
+    if not windows:
+        raise ValueError("windows is empty")
+    video = _Opened(src, reader)
+    n, fps = video.meta.num_frames, video.meta.fps or 1.0
+    per_window = []
+    for start, end in windows:
+        first = min(n - 1, max(0, int(math.floor(start * fps))))
+        stop = min(n, max(first + 1, int(math.ceil(end * fps))))
+        per_window.append([first + i for i in get_frame_indices(num_frames, stop - first, "middle")])
+    wanted = sorted({i for idx in per_window for i in idx})
+    frames = video.frames(wanted).permute(0, 3, 1, 2)
+    position = {i: k for k, i in enumerate(wanted)}
+    return torch.stack([test_transform(frames[[position[i] for i in idx]], size) for idx in per_window])
+
+
 def load_segment(src: VideoSource, start: float, end: float, num_frames: int = 8, size: int = 224,
                  reader: str | None = None) -> torch.Tensor:
-    """Test-time sampling (interval middles) restricted to ``[start, end)`` seconds -> (T, 3, size, size)."""
-    video = _Opened(src, reader)
-    fps = video.meta.fps or 1.0
-    first = min(video.meta.num_frames - 1, max(0, int(math.floor(start * fps))))
-    stop = min(video.meta.num_frames, max(first + 1, int(math.ceil(end * fps))))
-    indices = [first + i for i in get_frame_indices(num_frames, stop - first, "middle")]
-    return test_transform(video.frames(indices).permute(0, 3, 1, 2), size)
+    """One window of :func:`load_segments` -> (T, 3, size, size)."""
+    return load_segments(src, [(start, end)], num_frames, size, reader)[0]
 
 
 def write_video(dst: str | os.PathLike | BinaryIO, frames: np.ndarray | torch.Tensor, fps: float = 8.0,

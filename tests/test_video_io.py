@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.video_io import (IMAGENET_MEAN, IMAGENET_STD, VideoDecodeError, get_frame_indices, load_segment,
+from encoders.video_io import (IMAGENET_MEAN, IMAGENET_STD, VideoDecodeError, get_frame_indices, load_segment, load_segments,
                                load_video, read_frames_at, segment_windows, train_transform, trimmed_length,
                                video_duration, video_metadata, write_image, write_video)
 
@@ -112,10 +112,13 @@ def test_images_are_one_frame_videos(tmp_path):
 def test_segments_cover_long_videos(mp4):
     assert segment_windows(25, 8, 4)[-1] == (17.0, 25.0)
     assert segment_windows(3, 8, 4) == [(0.0, 3.0)]
-    seg = load_segment(mp4, 1.0, 2.0, num_frames=4, size=32)
+    segs = load_segments(mp4, [(1.0, 2.0), (0.0, 2.5)], num_frames=4, size=32, reader="av")
     whole = load_video(mp4, num_frames=20, size=32)
+    assert segs.shape == (2, 4, 3, 32, 32)
     # frames 8..15 are [1 s, 2 s); middles of 4 intervals of 8 -> 8, 10, 12, 14
-    assert torch.equal(seg, whole[[8, 10, 12, 14]])
+    assert torch.equal(segs[0], whole[[8, 10, 12, 14]])
+    assert torch.equal(segs[1], load_video(mp4, num_frames=4, size=32))
+    assert torch.equal(load_segment(mp4, 1.0, 2.0, num_frames=4, size=32), segs[0])
 
 
 @pytest.mark.parametrize("reader", [None, "decord", "av"])
