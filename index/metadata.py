@@ -119,25 +119,32 @@ class MetadataDB:
     def put_video(self, path: str, duration: float | None, spans, vectors, fields: dict | None = None,
                   video_id: int | None = None) -> tuple[int, list[int], list[int]]:
         """Insert or replace a video with its segments. Returns (video id, new segment ids, removed segment ids)."""
-        if len(spans) != len(vectors) or not len(spans):
-            raise ValueError(f"need one vector per segment and at least one segment, got {len(spans)} spans "
-                             f"and {len(vectors)} vectors")
-        blobs = [self._blob(v) for v in vectors]
+        return self.put_videos([(path, duration, spans, vectors, fields, video_id)])[0]
+
+    def put_videos(self, items) -> list[tuple[int, list[int], list[int]]]:
+        """Many `put_video` argument tuples in one transaction (bulk loading)."""
+        rows = []
+        for path, duration, spans, vectors, fields, video_id in items:
+            if len(spans) != len(vectors) or not len(spans):
+                raise ValueError(f"need one vector per segment and at least one segment, got {len(spans)} spans "
+                                 f"and {len(vectors)} vectors")
+            rows.append((path, duration, spans, [self._blob(v) for v in vectors], fields, video_id))
+        out = []
         with self._tx() as c:
-            removed = []
-            if video_id is not None:
-                removed = [r[0] for r in c.execute("SELECT id FROM segments WHERE video_id=?", (video_id,))]
-                c.execute("DELETE FROM videos WHERE id=?", (video_id,))
-            cur = c.execute("INSERT INTO videos (id, path, duration, fields, created) VALUES (?, ?, ?, ?, ?)",
-                            (video_id, path, duration, json.dumps(fields or {}), time.time()))
-            vid = cur.lastrowid if video_id is None else video_id
-            new = []
-            for (start, end), blob in zip(spans, blobs):
-                cur = c.execute("INSERT INTO segments (video_id, start, end, vector) VALUES (?, ?, ?, ?)",
-                                (vid, float(start), float(end), blob))
-                new.append(cur.lastrowid)
+            for path, duration, spans, blobs, fields, video_id in rows:
+                removed = []
+                if video_id is not None:
+                    removed = [r[0] for r in c.execute("SELECT id FROM segments WHERE video_id=?", (video_id,))]
+                    c.execute("DELETE FROM videos WHERE id=?", (video_id,))
+                cur = c.execute("INSERT INTO videos (id, path, duration, fields, created) VALUES (?, ?, ?, ?, ?)",
+                                (video_id, path, duration, json.dumps(fields or {}), time.time()))
+                vid = cur.lastrowid if video_id is None else video_id
+                new = [c.execute("INSERT INTO segments (video_id, start, end, vector) VALUES (?, ?, ?, ?)",
+                                 (vid, float(start), float(end), blob)).lastrowid
+                       for (start, end), blob in zip(spans, blobs)]
+                out.append((vid, new, removed))
             self._bump(c, "segments")
-        return vid, new, removed
+        return out
 
     def delete_video(self, video_id: int) -> list[int] | None:
         """Delete a video; returns its segment ids, or None when there is no such video."""

@@ -125,17 +125,21 @@ class VideoStore:
     # --- videos ---
     def add_video(self, path: str, duration: float | None, spans, vectors, fields: dict | None = None,
                   video_id: int | None = None) -> int:
-        """Store a video as segments `spans` [(start, end), …] with one L2-normalized vector each.
+        """Store a video as segments `spans` [(start, end), …] with one vector each (normalized here).
 
         With `video_id` of an existing video this is an upsert: its old segments are replaced.
         """
-        vectors = normalize(np.atleast_2d(vectors))
+        return self.add_videos([(path, duration, spans, vectors, fields, video_id)])[0]
+
+    def add_videos(self, items) -> list[int]:
+        """Many `add_video` argument tuples (path, duration, spans, vectors, fields, video_id) in one transaction."""
+        items = [(p, d, s, normalize(np.atleast_2d(v)), f, i) for p, d, s, v, f, i in items]
         with self._lock:
-            vid, new, removed = self.db.put_video(path, duration, spans, vectors, fields, video_id)
-            cache = self._caches["segments"]
-            cache.index.remove(removed)
-            cache.index.add(new, vectors)
-        return vid
+            written = self.db.put_videos(items)
+            index = self._caches["segments"].index
+            index.remove([sid for _, _, removed in written for sid in removed])
+            index.add([sid for _, new, _ in written for sid in new], np.concatenate([it[3] for it in items]))
+        return [vid for vid, _, _ in written]
 
     def delete_video(self, video_id: int) -> bool:
         with self._lock:

@@ -157,3 +157,13 @@ def test_store_upsert_texts_and_dim_guard(tmp_path):
     store.close()
     with pytest.raises(ValueError, match="16-d"):
         VideoStore(tmp_path, 16)
+
+
+def test_bulk_add_is_one_generation(tmp_path):
+    x = clustered(40)
+    store = make_store(tmp_path)
+    items = [(f"b{i}.mp4", 4.0, [(0, 2), (2, 4)], x[2 * i:2 * i + 2], {"i": i}, None) for i in range(20)]
+    ids = store.add_videos(items)
+    assert len(set(ids)) == 20 and store.db.generation("segments") == 1
+    hit = store.search(x[13], k=1)[0]
+    assert hit.video.id == ids[6] and (hit.start, hit.end) == (2.0, 4.0)
