@@ -26,6 +26,7 @@ namespace {
 
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kMaxStateVecs = 64;
+constexpr int64_t kSumBlock = 64;
 
 struct ScanInputs {
   const float* u;
@@ -50,9 +51,46 @@ inline float hsum(const Vec& v) {
 }
 inline Vec sigmoid(const Vec& x) { return Vec(1.f) / (Vec(1.f) + x.neg().exp()); }
 
-// The decay exp(dt * A) in the recurrence: ATen's polynomial exp (no libm call, about 1e-7 relative
-// error here), which halves the forward time against the 1-ULP Sleef exp.
-inline Vec decay_exp(const Vec& x) { return x.exp_u20(); }
+// The decay exp(dt * A) in the recurrence, inlined (Sleef's exp is an out-of-line call, and ATen's
+// exp_u20 loses up to 20 ULP, which shows in dA summed over long sequences): x = n ln2 + r with
+// |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation < 1e-8 relative), times 2^n.
+// Scalar builds use ATen's exp.
+inline Vec exp_poly(const Vec& r) {
+  Vec p(1.f / 5040.f);
+  for (const float c : {1.f / 720.f, 1.f / 120.f, 1.f / 24.f, 1.f / 6.f, 0.5f, 1.f, 1.f}) {
+    p = at::vec::fmadd(p, r, Vec(c));
+  }
+  return p;
+}
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693145751953125f;        // ln 2 split so that n * kLn2Hi is exact
+constexpr float kLn2Lo = 1.428606765330187045e-06f;
+
+#if defined(CPU_CAPABILITY_AVX512)
+inline Vec decay_exp(const Vec& v) {
+  const __m512 x = _mm512_max_ps(_mm512_min_ps(v, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-104.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  return _mm512_scalef_ps(exp_poly(Vec(r)), n);  // p * 2^n, flushing to 0 below the float range
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+inline Vec decay_exp(const Vec& v) {
+  const __m256 below = _mm256_cmp_ps(v, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+  const __m256 x = _mm256_max_ps(_mm256_min_ps(v, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  const __m256i n_int = _mm256_cvtps_epi32(n);
+  const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n_int, _mm256_set1_epi32(127)), 23));
+  const __m256 result = _mm256_mul_ps(exp_poly(Vec(r)), scale);
+  return _mm256_andnot_ps(below, result);  // exp(x) < FLT_MIN: 0, like the flush in the AVX-512 path
+}
+#else
+inline Vec decay_exp(const Vec& x) { return x.exp(); }
+#endif
 
 // Calls fn(t, count) over [0, len) in vector-wide steps; the last step may be partial.
 template <typename Fn>
@@ -203,14 +241,17 @@ float scan_row_backward_n(const ScanInputs& in, int64_t b, int64_t d, const RowG
   const float* Bp = in.B + in.bc_offset(b, d);
   const float* Cp = in.C + in.bc_offset(b, d);
   constexpr int64_t kVecs = NV > 0 ? NV : kMaxStateVecs;
-  Vec A[kVecs], dh[kVecs], decay_next[kVecs], dA[kVecs];
+  // dA and d_delta_bias are sums over L: summed per block of kSumBlock steps, then across blocks,
+  // which keeps fp32 rounding from growing with L.
+  Vec A[kVecs], dh[kVecs], decay_next[kVecs], dA[kVecs], dA_block[kVecs];
   for (int64_t k = 0; k < nv; ++k) {
     A[k] = Vec::loadu(in.A + d * in.nstate + k * Vec::size());
     dh[k] = Vec(0.f);
     decay_next[k] = Vec(0.f);
     dA[k] = Vec(0.f);
+    dA_block[k] = Vec(0.f);
   }
-  float ddelta_bias = 0.f;
+  float ddelta_bias = 0.f, ddelta_bias_block = 0.f;
   for (int64_t t = in.len - 1; t >= 0; --t) {
     const float dt_t = row.dt[t], u_t = u[t];
     const Vec g(row.gy[t]), dtv(dt_t), dtu(dt_t * u_t);
@@ -223,7 +264,7 @@ float scan_row_backward_n(const ScanInputs& in, int64_t b, int64_t d, const RowG
       const Vec h_prev = t > 0 ? Vec::loadu(row.history + off - in.nstate) : Vec(0.f);
       const Vec ddecay = dh[k] * h_prev * decay;
       sum_ddecay_A = at::vec::fmadd(ddecay, A[k], sum_ddecay_A);
-      dA[k] = at::vec::fmadd(ddecay, dtv, dA[k]);
+      dA_block[k] = at::vec::fmadd(ddecay, dtv, dA_block[k]);
       sum_dh_B = at::vec::fmadd(dh[k], Vec::loadu(Bp + off), sum_dh_B);
       at::vec::fmadd(dh[k], dtu, Vec::loadu(row.dB + off)).store(row.dB + off);
       decay_next[k] = decay;
@@ -233,7 +274,15 @@ float scan_row_backward_n(const ScanInputs& in, int64_t b, int64_t d, const RowG
     float ddt = hsum(sum_ddecay_A) + u_t * dh_B;
     if (row.dsoftplus) ddt *= row.dsoftplus[t];
     row.ddelta[t] = ddt;
-    ddelta_bias += ddt;
+    ddelta_bias_block += ddt;
+    if (t % kSumBlock == 0) {
+      for (int64_t k = 0; k < nv; ++k) {
+        dA[k] = dA[k] + dA_block[k];
+        dA_block[k] = Vec(0.f);
+      }
+      ddelta_bias += ddelta_bias_block;
+      ddelta_bias_block = 0.f;
+    }
   }
   for (int64_t k = 0; k < nv; ++k) dA[k].store(row.dA + k * Vec::size());
   return ddelta_bias;
