@@ -43,7 +43,7 @@ class SynthConfig:
     anet_val: int = 20
     anet_seconds: tuple[float, float] = (40.0, 120.0)
     two_event_fraction: float = 0.5  # short clips with two events ("..., then ...")
-    hard_negative_fraction: float = 0.2  # clips that belong to a reversed/swapped pair
+    hard_negative_fraction: float = 0.2  # share of clips that belong to a reversed/swapped pair
     test_fraction: float = 0.15  # share of scene orbits reserved for the test splits
     workers: int = 2
     crf: int = 0  # 0 = lossless H.264, so a reversed clip decodes to exactly the reversed frames
@@ -124,18 +124,19 @@ def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, 
         idle = (seconds - sum(weights)) / (events + 1)
         return dict(num_events=events, weights=weights, hold=idle, gap=idle), int(round(seconds * cfg.fps))
 
+    pair_p = cfg.hard_negative_fraction / (2 - cfg.hard_negative_fraction)  # a draw of a pair adds 2 clips
     while len(clips) < n:
         r = rng.random()
         kw, frames = long_kw() if long_seconds else ({}, cfg.frames)
         fresh = (lambda *ss: len({s.key() for s in ss}) == len(ss) and not any(s.key() in used for s in ss)) \
             if used is not None else (lambda *ss: len({s.key() for s in ss}) == len(ss))
-        if n - len(clips) >= 2 and r < cfg.hard_negative_fraction / (1 if long_seconds else 2):
+        if n - len(clips) >= 2 and r < pair_p / (1 if long_seconds else 2):
             scene = _draw(rng, domain, cfg, used, ok=lambda s: fresh(s, s.reversed()), **kw)
             group = f"{group_prefix}-hn{groups:05d}"
             add(scene, frames, group, "reversed")
             add(scene.reversed(), frames, group, "reversed", flip_of=len(clips) - 1)
             groups += 1
-        elif not long_seconds and n - len(clips) >= 2 and r < cfg.hard_negative_fraction:
+        elif not long_seconds and n - len(clips) >= 2 and r < pair_p:
             def swappable(s: Scene) -> bool:
                 return fresh(s, s.swapped())
             scene = _draw(rng, domain, cfg, used, num_events=2, allow_visibility=False, ok=swappable)
