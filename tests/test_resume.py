@@ -5,15 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_training import ToyVideoText, toy_config, toy_loader
+from test_training import ToyVideoText, tiny_video_text, toy_config, toy_loader
 from training.loop import Trainer
 
 
-def run(tmp_path, stop_after=None, resume=False):
+def run(tmp_path, stop_after=None, resume=False, kind="toy"):
     torch.manual_seed(123)  # same init in both runs; resume overwrites everything that matters after it
     cfg = toy_config(tmp_path, epochs=2.0)
     cfg.save_every = 100
-    trainer = Trainer(ToyVideoText(), toy_loader(seed=5), cfg, progress=False)
+    if kind == "toy":
+        model, loader = ToyVideoText(), toy_loader(seed=5)
+    else:  # the real model with dropout, VTM hard-negative sampling and MLM masking all drawing random numbers
+        model, loader = tiny_video_text(), toy_loader(seed=5, frames=4, size=32)
+        cfg.loss.vtm = cfg.loss.mlm = 1.0
+    trainer = Trainer(model, loader, cfg, progress=False)
     if resume:
         torch.manual_seed(999)  # a fresh process would have arbitrary RNG state before resuming
         assert trainer.resume()
@@ -21,12 +26,12 @@ def run(tmp_path, stop_after=None, resume=False):
     return trainer, state
 
 
-@pytest.mark.parametrize("stop", [3, 4])  # mid-epoch and exactly at the epoch boundary
-def test_resume_matches_uninterrupted_run(tmp_path, stop):
-    full, full_state = run(tmp_path / "full")
-    first, first_state = run(tmp_path / "split", stop_after=stop)
+@pytest.mark.parametrize("kind,stop", [("toy", 3), ("toy", 4), ("umt", 3)])  # mid-epoch and at the epoch end
+def test_resume_matches_uninterrupted_run(tmp_path, kind, stop):
+    full, full_state = run(tmp_path / "full", kind=kind)
+    first, first_state = run(tmp_path / "split", stop_after=stop, kind=kind)
     assert first_state.step == stop and first.checkpointer.latest().name == f"checkpoint_{stop:08d}.pt"
-    second, second_state = run(tmp_path / "split", resume=True)
+    second, second_state = run(tmp_path / "split", resume=True, kind=kind)
     assert second_state.step == full_state.step == 8
     full_losses = [h["loss"] for h in full_state.history]
     split_losses = [h["loss"] for h in first_state.history] + [h["loss"] for h in second_state.history]

@@ -22,13 +22,15 @@ from training.seeded import SeededDataset
 
 
 class ToyClips(Dataset):
-    """Random-offset 'rand' sampling from a fixed tensor per item, like a clip sampler would."""
+    """Random-offset 'rand' sampling from a fixed tensor per item, like a clip sampler would.
+    Token ids 1..19 are [unusedN] in the BERT vocabulary: valid and never special."""
 
     def __init__(self, n: int = 16, frames: int = 2, size: int = 4, vocab: int = 20):
         g = torch.Generator().manual_seed(0)
         self.frames, self.vocab = frames, vocab
         self.source = torch.randn(n, frames + 2, 3, size, size, generator=g)
         self.ids = torch.randint(1, vocab, (n, 5), generator=g)
+        self.ids[:, 0] = 101  # [CLS]
 
     def __len__(self) -> int:
         return len(self.source)
@@ -40,7 +42,7 @@ class ToyClips(Dataset):
 
 
 class ToyVideoText(nn.Module):
-    def __init__(self, vocab: int = 20, dim: int = 8):
+    def __init__(self, vocab: int = 128, dim: int = 8):
         super().__init__()
         self.video = nn.Sequential(nn.Flatten(2), nn.Linear(3 * 4 * 4, dim))
         self.text = nn.Embedding(vocab, dim)
@@ -54,12 +56,28 @@ class ToyVideoText(nn.Module):
         t = (self.text(input_ids) * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdim=True)
         vtc = (1 - torch.cosine_similarity(v, t, dim=-1)).mean() / self.temp.clamp(min=0.05) * 0.07
         noisy = v + 0.01 * torch.randn_like(v)
-        mlm = nn.functional.cross_entropy(self.head(noisy), input_ids[:, 0])
+        mlm = nn.functional.cross_entropy(self.head(noisy), input_ids[:, 1])
         return {"loss_vtc": vtc, "loss_mlm": mlm}
 
 
-def toy_loader(seed: int = 0, batch: int = 4, rank: int = 0, world: int = 1, n: int = 16) -> MetaLoader:
-    data = SeededDataset(ToyClips(n=n), seed=seed)
+def tiny_video_text(dropout: bool = True) -> nn.Module:
+    """The real VideoTextModel at test size: videomamba_test_tiny (4 frames of 32x32) + MiniLM with 2 fusion layers."""
+    from encoders.umt import VideoTextConfig, build_video_text_model
+
+    model, _ = build_video_text_model(VideoTextConfig(vision_model="videomamba_test_tiny", text_encoder="minilm",
+                                                      fusion_layers=2, embed_dim=16))
+    if not dropout:  # nn.Dropout modules and the attention's functional dropout probability
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+            elif isinstance(getattr(module, "dropout", None), float):
+                module.dropout = 0.0
+    return model
+
+
+def toy_loader(seed: int = 0, batch: int = 4, rank: int = 0, world: int = 1, n: int = 16,
+               frames: int = 2, size: int = 4) -> MetaLoader:
+    data = SeededDataset(ToyClips(n=n, frames=frames, size=size), seed=seed)
     sampler = ShardedBatchSampler(len(data), batch, rank=rank, world_size=world, seed=seed)
     return MetaLoader({"video": DataLoader(data, batch_sampler=sampler)}, seed=seed)
 
