@@ -8,6 +8,7 @@ import csv
 import json
 import multiprocessing
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -182,7 +183,7 @@ def plan_corpus(cfg: SynthConfig) -> dict[tuple[str, str], list[Clip]]:
 def _name_and_caption(plans: dict[tuple[str, str], list[Clip]], cfg: SynthConfig) -> None:
     msrvtt_next = 0
     for (corpus, split), clips in plans.items():
-        rng = np.random.default_rng([cfg.seed, 1000 + len(corpus) * 7 + len(split)])
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{corpus}/{split}".encode())])
         for i, clip in enumerate(clips):
             if corpus == "webvid":
                 videoid, start = 1_000_000 + i, (i // 50) * 50
