@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from index.atomic import atomic_write_bytes
 from index.faiss_index import IndexConfig, VectorIndex
 from index.metadata import MetadataDB, TextRecord, VideoRecord
 
@@ -61,6 +62,7 @@ class VideoStore:
         self.db = MetadataDB(self.root / "library.sqlite", dim)
         self.dim = dim
         self._lock = threading.RLock()
+        self._checkpoint_lock = threading.Lock()
         self._caches = {name: self._open_cache(name) for name in ("segments", "texts")}
 
     # --- recovery ---
@@ -101,21 +103,25 @@ class VideoStore:
     def checkpoint(self) -> bool:
         """Write every cache whose generation moved since it was last saved (atomically). True if any was written.
 
-        In `auto` mode a cache whose size now calls for another index kind is rebuilt first.
+        The index is serialized under the store lock but written to disk outside it, so searches wait only for the
+        in-memory copy. In `auto` mode a cache whose size now calls for another index kind is rebuilt first.
         """
         wrote = False
-        with self._lock:
+        with self._checkpoint_lock:
             for name, cache in self._caches.items():
-                generation = self.db.generation(name)
-                wanted = self.config.resolve_kind(len(cache.index))
-                if self.config.kind == "auto" and wanted != cache.index.kind and \
-                        len(cache.index) >= self.config.min_train_size(len(cache.index)):
-                    ids, vectors = self.db.vectors(name)
-                    cache.index = VectorIndex.build(self.dim, self.config, ids, vectors)
-                if generation != cache.saved_generation:
-                    cache.index.save(cache.path, generation)
-                    cache.saved_generation = generation
-                    wrote = True
+                with self._lock:
+                    generation = self.db.generation(name)
+                    if generation == cache.saved_generation:
+                        continue
+                    wanted = self.config.resolve_kind(len(cache.index))
+                    if self.config.kind == "auto" and wanted != cache.index.kind and \
+                            len(cache.index) >= self.config.min_train_size(len(cache.index)):
+                        ids, vectors = self.db.vectors(name)
+                        cache.index = VectorIndex.build(self.dim, self.config, ids, vectors)
+                    data = cache.index.to_bytes(generation)
+                atomic_write_bytes(cache.path, data)
+                cache.saved_generation = generation
+                wrote = True
         return wrote
 
     def close(self) -> None:

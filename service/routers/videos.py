@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 
+from service.batcher import Overloaded
 from service.deps import get_state, require_read_key, require_write_key
 from service.media import probe_duration, resolve_media_path, save_upload
 from service.schemas import DeleteOut, JobOut, SegmentOut, VideoOut
@@ -20,15 +21,28 @@ def job_out(job) -> JobOut:
 
 def submit_ingest(state: ServiceState, path: Path, fields: dict, video_id: int | None, kind: str,
                   source: str):
-    """Queue the embedding of `path` (already probed); the job stores the video and returns its id."""
+    """Queue the embedding of `path` (already probed); the job stores the video and returns its id.
+
+    An upload (kind "upload") whose job fails or is refused by a full queue is removed again.
+    """
     cfg = state.config
 
     def body(progress) -> int:
-        emb = state.embedder.embed_video(path, cfg.segment_window, cfg.segment_stride,
-                                         progress=lambda done, total: progress(0.99 * done / total))
+        try:
+            emb = state.embedder.embed_video(path, cfg.segment_window, cfg.segment_stride,
+                                             progress=lambda done, total: progress(0.99 * done / total))
+        except Exception:
+            if kind == "upload":
+                path.unlink(missing_ok=True)
+            raise
         return state.store.add_video(str(path), emb.duration, emb.spans, emb.vectors, fields, video_id)
 
-    return state.jobs.submit(kind, source, body)
+    try:
+        return state.jobs.submit(kind, source, body)
+    except Overloaded:
+        if kind == "upload":
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _parse_fields(text: str | None) -> dict:
