@@ -9,7 +9,8 @@ import numpy as np
 
 from retrieval.synth.scene import SIZE_RADIUS, SIZE_STEP, Scene, State
 
-SOLID_BACKGROUNDS = {"black": (15, 15, 15), "white": (240, 240, 240), "gray": (128, 128, 128), "brown": (110, 72, 40)}
+SOLID_BACKGROUNDS = {"black": (15, 15, 15), "white": (235, 235, 235), "gray": (128, 128, 128),
+                     "brown": (110, 72, 40), "navy": (25, 35, 85)}
 SUPERSAMPLE = 3
 
 
@@ -27,6 +28,11 @@ def background(name: str, size: int, phase: int = 0) -> np.ndarray:
         cell = period // 2 or 1
         band = ((idx[:, None] // cell) + (idx[None, :] // cell)) % 2
         lo, hi = 70.0, 125.0
+    elif name == "dotted":
+        cell = period // 2 or 1
+        yy, xx = np.meshgrid(idx % cell - cell / 2 + 0.5, np.arange(size) % cell - cell / 2 + 0.5, indexing="ij")
+        band = (yy * yy + xx * xx <= (cell / 4) ** 2 + 0.5).astype(np.float32)
+        lo, hi = 105.0, 170.0
     else:
         raise ValueError(f"unknown background {name!r}")
     return np.repeat((lo + (hi - lo) * band).astype(np.float32)[..., None], 3, axis=2)
@@ -45,6 +51,9 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Inside test in the shape's own frame: unit radius, y pointing down, unrotated."""
     if shape == "circle":
         return x * x + y * y <= 1.0
+    if shape == "ring":
+        r2 = x * x + y * y
+        return (r2 <= 1.0) & (r2 >= 0.5 ** 2)
     if shape == "square":
         return (np.abs(x) <= 0.82) & (np.abs(y) <= 0.82)
     if shape == "triangle":

@@ -9,12 +9,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-SHAPES = ("circle", "square", "triangle", "star", "heart", "cross", "hexagon")
+SHAPES = ("circle", "square", "triangle", "star", "heart", "cross", "hexagon", "ring")
+ROUND_SHAPES = ("circle", "ring")  # rotating them changes nothing visible
 COLORS = {
     "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 230), "yellow": (240, 215, 30),
     "purple": (150, 60, 200), "orange": (245, 140, 30), "pink": (250, 130, 190), "cyan": (40, 210, 220),
+    "white": (250, 250, 250), "black": (10, 10, 10),
 }
-BACKGROUNDS = ("black", "white", "gray", "brown", "striped", "checkered")
+BACKGROUNDS = ("black", "white", "gray", "brown", "navy", "striped", "checkered", "dotted")
+CLASHES = {"white": ("white",), "black": ("black", "navy")}  # shape colour -> backgrounds it would vanish on
 SIZES = ("small", "medium", "large")
 SIZE_RADIUS = 0.085  # radius of "small" as a fraction of the frame side; each size step is x SIZE_STEP
 SIZE_STEP = 1.5
@@ -155,8 +158,12 @@ def in_test_domain(scene: Scene, test_fraction: float) -> bool:
 SIDE_LO, SIDE_HI = 0.27, 0.73
 
 
-def _choose_event(rng: np.random.Generator, shape: str, color: str, level: int, sides: dict, index: int,
-                  last: bool, previous: Event | None, allow_visibility: bool) -> Event | None:
+def visible_colors(background: str) -> list[str]:
+    return [c for c in COLORS if background not in CLASHES.get(c, ())]
+
+
+def _choose_event(rng: np.random.Generator, shape: str, colors: list[str], color: str, level: int, sides: dict,
+                  index: int, last: bool, previous: Event | None, allow_visibility: bool) -> Event | None:
     options: list[tuple[str, str]] = []
     for d, (dx, dy) in DIRECTIONS.items():
         axis, sign = ("x", dx) if dx else ("y", dy)
@@ -166,9 +173,9 @@ def _choose_event(rng: np.random.Generator, shape: str, color: str, level: int, 
         options.append(("grow", ""))
     if level > 0:
         options.append(("shrink", ""))
-    if shape != "circle":
+    if shape not in ROUND_SHAPES:
         options += [("rotate", "cw"), ("rotate", "ccw")]
-    options += [("recolor", c) for c in COLORS if c != color]
+    options += [("recolor", c) for c in colors if c != color]
     if allow_visibility and index == 0:
         options.append(("appear", ""))
     if allow_visibility and last and index > 0:
@@ -178,7 +185,7 @@ def _choose_event(rng: np.random.Generator, shape: str, color: str, level: int, 
         options = [o for o in options if _inverse_key(*o, before=color) != prev and Event(*o).key() != prev]
     if not options:
         return None
-    # draw the kind first so the 7 recolour targets do not swamp the other kinds
+    # draw the kind first so the many recolour targets do not swamp the other kinds
     kinds = sorted({k for k, _ in options})
     kind = kinds[rng.integers(len(kinds))]
     args = [a for k, a in options if k == kind]
@@ -197,14 +204,16 @@ def sample_scene(rng: np.random.Generator, num_events: int, allow_visibility: bo
     """A random scene with ``num_events`` feasible events (moves stay inside the frame, sizes stay in
     small..large, appear only first, disappear only last, no event undoes the one before)."""
     shape = SHAPES[rng.integers(len(SHAPES))]
-    color = list(COLORS)[rng.integers(len(COLORS))]
+    background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    colors = visible_colors(background)
+    color = colors[rng.integers(len(colors))]
     level = int(rng.integers(3))
     sides: dict[str, int | None] = {"x": None, "y": None}  # -1 = low side, +1 = high side, None = no move yet
     start_side: dict[str, int | None] = {"x": None, "y": None}
     events: list[Event] = []
     cur_color, cur_level = color, level
     for i in range(num_events):
-        e = _choose_event(rng, shape, cur_color, cur_level, sides, i, i == num_events - 1,
+        e = _choose_event(rng, shape, colors, cur_color, cur_level, sides, i, i == num_events - 1,
                           events[-1] if events else None, allow_visibility)
         if e is None:
             break
@@ -223,7 +232,7 @@ def sample_scene(rng: np.random.Generator, num_events: int, allow_visibility: bo
     jitter = lambda s: float(rng.uniform(-s, s))  # noqa: E731
     lo, hi = SIDE_LO + jitter(0.02), SIDE_HI + jitter(0.02)
     pos = {a: (lo if start_side[a] == -1 else hi) if start_side[a] else 0.5 + jitter(0.08) for a in ("x", "y")}
-    return Scene(shape=shape, background=BACKGROUNDS[rng.integers(len(BACKGROUNDS))], color=color,
+    return Scene(shape=shape, background=background, color=color,
                  size=SIZES[level], x=pos["x"], y=pos["y"], span=hi - lo, angle=float(rng.uniform(0, 30)),
                  visible=not (events and events[0].kind == "appear"), size_jitter=1.0 + jitter(0.04),
                  bg_phase=int(rng.integers(8)), events=tuple(events), hold=hold, gap=gap)
