@@ -91,3 +91,32 @@ def test_missing_checkpoint_is_a_clear_error(msrvtt_root, tmp_path):
 def test_tiny_model_builds_from_config():
     model, tokenizer = build_video_text_model(cli.tiny_config(4, 0))
     assert model.vision_encoder.patch_embed.img_size == 32 and tokenizer.cls_token_id == 101
+
+
+def test_paragraph_benchmark_one_text_per_video(msrvtt_root, tmp_path):
+    bench = load_benchmark("didemo", msrvtt_root)
+    assert len(bench.texts) == len(bench.videos) == 2 and bench.max_txt_len == 64
+    assert all(len(t.split()) > 6 for t in bench.texts)  # sentences joined into one paragraph
+    res = cli.main(["--bench", "didemo", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path),
+                    "--output", str(tmp_path / "d.json")] + COMMON)
+    assert res["counts"]["texts_evaluated"] == 2 and res["meta"]["bench"] == "didemo"
+    assert res["emb"]["t2v_r5"] == 100.0  # two candidates: every rank is <= 2
+
+
+@pytest.mark.slow  # two training steps plus two evaluations: about 15 s on an idle 2-core machine
+def test_finetune_then_evaluate(msrvtt_root, tmp_path):
+    """--train: a few VTC+VTM steps on the train split change the weights, the tuned model is saved and then
+    evaluated (never from cached embeddings)."""
+    out_dir = tmp_path / "ft"
+    args = ["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path),
+            "--output", str(tmp_path / "f.json"), "--train", "--train-batch-size", "4", "--max-steps", "2",
+            "--lr", "1e-3", "--output-dir", str(out_dir)] + COMMON
+    before = cli.main([a for a in args if a not in ("--train",)])
+    after = cli.main(args)
+    assert not after["meta"]["embeddings_cached"] and after["meta"]["embeddings_file"] is None
+    assert (out_dir / "model" / "model.safetensors").is_file() and list((out_dir / "checkpoints").iterdir())
+    tuned, _ = cli.load_video_text_model(str(out_dir / "model"))
+    fresh, _, _ = cli.load_model(cli.build_parser().parse_args(["--bench", "msrvtt"] + COMMON))
+    changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, tuned.state_dict()[k])]
+    assert "vision_proj.weight" in changed and "itm_head.weight" in changed
+    assert after["emb"] != before["emb"]
