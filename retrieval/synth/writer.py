@@ -42,7 +42,7 @@ class SynthConfig:
     didemo_seconds: tuple[float, float] = (25.0, 30.0)
     anet_train: int = 30
     anet_val: int = 20
-    anet_seconds: tuple[float, float] = (40.0, 120.0)
+    anet_seconds: tuple[float, float] = (60.0, 180.0)
     two_event_fraction: float = 0.5  # short clips with two events ("..., then ...")
     hard_negative_fraction: float = 0.2  # share of clips that belong to a reversed/swapped pair
     test_fraction: float = 0.15  # share of scene orbits reserved for the test splits
