@@ -221,8 +221,6 @@ def _read_image(handle, name: str) -> np.ndarray:
 
 
 def _open_video(handle, name: str, reader: str | None):
-    if reader not in (None, *READERS):
-        raise ValueError(f"reader must be one of {READERS} or None, got {reader!r}")
     if reader == "av":
         return _AVVideo(handle, name)
     try:
@@ -244,6 +242,8 @@ class _Opened:
     """A decoded-on-demand video or image: ``meta`` plus ``frames(indices) -> (T, H, W, 3) uint8``."""
 
     def __init__(self, src: VideoSource, reader: str | None):
+        if reader not in (None, *READERS):
+            raise ValueError(f"reader must be one of {READERS} or None, got {reader!r}")
         handle, self.name, is_image = _open_source(src)
         self._handle, self._reader = handle, reader
         if is_image:

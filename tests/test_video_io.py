@@ -68,6 +68,8 @@ def test_official_indices_on_known_lengths():
     assert short[:3] == [0, 1, 2] and short[3:] == [2] * 5
     with pytest.raises(ValueError, match="sample"):
         get_frame_indices(8, 10, "uniform")
+    with pytest.raises(ValueError, match="reader"):
+        load_video(b"\x89PNG....", reader="opencv")
 
 
 def test_trimmed30_caps_the_sampled_range():
