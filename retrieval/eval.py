@@ -28,6 +28,8 @@ from retrieval.evaluator import EvalConfig, Embeddings, encode_texts, encode_vid
 
 DEFAULT_CACHE = Path(os.environ.get("VIDEOMAMBA_CACHE", Path.home() / ".cache" / "videomamba-retrieval"))
 TINY_MODEL = "random-tiny"
+DEMO_MODEL_ENV = "VMR_DEMO_MODEL"  # the same demo-model convention as the service
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="annotation split (default: the one the official config evaluates)")
     p.add_argument("--data-root", default=None, help="folder with anno_downstream/ and the videos; "
                    "omitted: a synthetic split is generated into the cache folder")
-    p.add_argument("--checkpoint", default=None, help="saved model folder or official .pth; "
-                   f"'{TINY_MODEL}' builds a randomly initialised tiny model (tests)")
+    p.add_argument("--checkpoint", default=None, help="saved model folder or official .pth (default: the demo "
+                   f"model, ${DEMO_MODEL_ENV} or models/demo); '{TINY_MODEL}' builds a random tiny model (tests)")
     p.add_argument("--model-overrides", default="{}", help="JSON of VideoTextConfig fields for the checkpoint")
     p.add_argument("--num-frames", type=int, default=8)
     p.add_argument("--image-size", type=int, default=None, help="default: the vision encoder's img_size")
@@ -87,10 +89,11 @@ def load_model(args) -> tuple[torch.nn.Module, object, str]:
     if args.checkpoint == TINY_MODEL:
         model, tokenizer = build_video_text_model(tiny_config(args.num_frames, args.seed))
         return model.eval(), tokenizer, f"{TINY_MODEL}-seed{args.seed}-f{args.num_frames}"
-    if not args.checkpoint:
-        raise SystemExit("error: no --checkpoint given and no demo model is available in this checkout; pass "
-                         f"--checkpoint PATH (a saved model folder or an official .pth) or --checkpoint {TINY_MODEL}")
-    path = Path(args.checkpoint)
+    demo = Path(os.environ.get(DEMO_MODEL_ENV) or DEMO_MODEL_DIR)
+    if not args.checkpoint and not demo.exists():
+        raise SystemExit(f"error: no --checkpoint given and no demo model at {demo}; pass --checkpoint PATH "
+                         f"(a saved model folder or an official .pth) or --checkpoint {TINY_MODEL}")
+    path = Path(args.checkpoint or demo)
     if not path.exists():
         raise SystemExit(f"error: --checkpoint {args.checkpoint!r} does not exist")
     model, tokenizer = load_video_text_model(str(path), **overrides)

@@ -81,7 +81,8 @@ def test_official_shaped_checkpoint_loads_with_no_extra_flags(msrvtt_root, tmp_p
     assert loaded["emb"] == direct["emb"] and loaded["itm"] == direct["itm"]
 
 
-def test_missing_checkpoint_is_a_clear_error(msrvtt_root, tmp_path):
+def test_missing_checkpoint_is_a_clear_error(msrvtt_root, tmp_path, monkeypatch):
+    monkeypatch.setenv(cli.DEMO_MODEL_ENV, str(tmp_path / "no-demo-here"))
     with pytest.raises(SystemExit, match="no --checkpoint given"):
         cli.main(["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="does not exist"):
