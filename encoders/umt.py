@@ -199,7 +199,8 @@ class VideoTextModel(nn.Module):
             text_hidden = self.text_bert(masked, attention_mask, mode="text")
             fused = self.text_bert(attention_mask=attention_mask, encoder_hidden_states=tokens, mode="fusion",
                                    text_embeds=text_hidden)
-            losses["loss_mlm"] = mlm_loss(self.text_encoder.mlm_logits(fused), mlm_labels)
+            chosen = mlm_labels != -100  # the vocabulary projection only where a token is predicted
+            losses["loss_mlm"] = mlm_loss(self.text_encoder.mlm_logits(fused[chosen]), mlm_labels[chosen])
         if uta is not None:
             losses["loss_uta"] = uta
         return losses
