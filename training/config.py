@@ -48,10 +48,11 @@ class LossWeights:
 
 @dataclass
 class ModelConfig:
-    vision: str = "videomamba_middle"  # registered VideoMamba name
-    text: str = "minilm"  # text encoder understood by encoders.umt
-    pretrained: str = ""  # a checkpoint to start from (stage 2 starts from stage 1's output)
-    overrides: dict[str, Any] = field(default_factory=dict)  # extra VideoTextConfig fields
+    # encoders.umt.VideoTextConfig fields; vision num_frames/img_size follow data.num_frames/image_size
+    video_text: dict[str, Any] = field(default_factory=lambda: {"vision_model": "videomamba_middle",
+                                                                "text_encoder": "minilm"})
+    init_from: str = ""  # a save_pretrained folder to start from (stage 2 starts from stage 1's export)
+    export_only_changed: bool = True  # the exported model stores only tensors that differ from packaged MiniLM
 
 
 @dataclass
@@ -75,9 +76,11 @@ def stage_defaults(stage: int) -> dict[str, Any]:
     """The official two-stage schedule (§4.4): stage 1 masked with UTA for 10 epochs at 4e-4,
     stage 2 unmasked without teacher for 1 epoch at 8e-5."""
     if stage == 1:
-        return {"optim": {"lr": 4e-4, "epochs": 10.0, "warmup_epochs": 1.0}, "loss": {"uta": 1.0}}
+        return {"optim": {"lr": 4e-4, "epochs": 10.0, "warmup_epochs": 1.0}, "loss": {"uta": 1.0},
+                "model": {"video_text": {"teacher": "clip_b16", "mask_type": "attention"}}}
     if stage == 2:
-        return {"optim": {"lr": 8e-5, "epochs": 1.0, "warmup_epochs": 0.2}, "loss": {"uta": 0.0}}
+        return {"optim": {"lr": 8e-5, "epochs": 1.0, "warmup_epochs": 0.2}, "loss": {"uta": 0.0},
+                "model": {"video_text": {"teacher": "none"}}}
     raise ValueError(f"stage must be 1 or 2, got {stage!r}")
 
 

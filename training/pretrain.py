@@ -1,0 +1,190 @@
+"""`python -m training.pretrain --data webvid --data-root DIR --output runs/x [--config c.yaml] [--stage 1|2]`
+
+UMT-style video–text pretraining of VideoMamba. One process, or many under torchrun
+(`torchrun --nproc_per_node 8 [--nnodes N ...] -m training.pretrain ...`): DDP over NCCL on GPUs, gloo on CPU.
+Data: webvid (videos), cc3m (images), 5m (webvid + cc3m, batches interleaved), synth (the webvid-style train
+split of a synthetic corpus; generated into --data-root when missing). Every flag can also be given as
+`--set section.key=value`; a YAML config holds the same keys (training/configs/*.yaml).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from encoders.umt import VideoTextConfig, build_video_text_model, load_video_text_model, make_tokenize
+from retrieval.corpora import load_pairs
+from retrieval.datasets import BadMediaWarning, SkipLog, VideoTextTrainDataset
+from training.config import DATA_CHOICES, TrainConfig, load_config, parse_override
+from training.data import ReplaceBadItems, pretrain_collate
+from training.distributed import DistInfo, ShardedBatchSampler, all_gather_object, barrier, cleanup, init_distributed
+from training.loop import Trainer, default_forward, unwrap
+from training.meta_loader import MetaLoader
+from training.seeded import SeededDataset
+
+# data choice -> [(loader name, corpus name)]: videos and images go to separate, interleaved loaders
+SOURCES = {"webvid": [("video", "webvid")], "cc3m": [("image", "cc3m")],
+           "5m": [("video", "webvid"), ("image", "cc3m")], "synth": [("video", "webvid")]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML file with TrainConfig keys")
+    p.add_argument("--data", choices=DATA_CHOICES, default=None)
+    p.add_argument("--data-root", default=None, help="corpus folder (anno_pretrain/ + media)")
+    p.add_argument("--output", default=None, help="output folder: checkpoints/, tensorboard/, train.log, model/")
+    p.add_argument("--stage", type=int, choices=(1, 2), default=None,
+                   help="1: masked + CLIP teacher (UTA); 2: unmasked, no teacher (default: the config's, else 2)")
+    p.add_argument("--init-from", default=None, help="saved model folder to start from (stage 2: stage 1's model/)")
+    p.add_argument("--batch-size", type=int, default=None, help="video clips per rank per step")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers per rank")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute VideoMamba blocks in backward")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUTPUT")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, repeatable")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    flags = {"data": {}, "optim": {}, "model": {}}
+    if args.data:
+        flags["data"]["name"] = args.data
+    if args.data_root:
+        flags["data"]["root"] = args.data_root
+    if args.batch_size:
+        flags["data"]["batch_size"] = args.batch_size
+    if args.workers is not None:
+        flags["data"]["num_workers"] = args.workers
+    if args.max_steps is not None:
+        flags["optim"]["max_steps"] = args.max_steps
+    if args.init_from:
+        flags["model"]["init_from"] = args.init_from
+    if args.output:
+        flags["output_dir"] = args.output
+    if args.grad_checkpointing:
+        flags["grad_checkpointing"] = True
+    if args.resume:
+        flags["resume"] = True
+    overrides = [parse_override(s) for s in args.set] + [{k: v for k, v in flags.items() if v != {}}]
+    return load_config(args.config, overrides=overrides, stage=args.stage)
+
+
+def build_model(cfg: TrainConfig):
+    """(model, tokenizer): a fresh VideoTextModel, or `init_from`'s weights; the vision encoder's frames and
+    resolution follow the data config."""
+    fields = dict(cfg.model.video_text)
+    vision = {"num_frames": cfg.data.num_frames, "img_size": cfg.data.image_size, **fields.get("vision_overrides", {})}
+    if cfg.grad_checkpointing:
+        vision.update(use_checkpoint=True, checkpoint_num=10_000)
+    fields["vision_overrides"] = vision
+    fields.setdefault("max_txt_len", cfg.data.max_text_len)
+    if cfg.model.init_from:
+        keep = {k: fields[k] for k in ("teacher", "teacher_path", "mask_type", "vision_overrides") if k in fields}
+        model, tokenizer = load_video_text_model(cfg.model.init_from, **keep)
+    else:
+        model, tokenizer = build_video_text_model(VideoTextConfig.from_dict(fields))
+    if cfg.stage == 1 and model.clip_teacher is None:
+        raise ValueError("stage 1 needs a teacher: set model.video_text.teacher (clip_b16, clip_test_tiny, videomamba)")
+    return model, tokenizer
+
+
+def ensure_synth_corpus(root: Path, dist_info: DistInfo) -> None:
+    """Write the default synthetic corpus into `root` once (rank 0) when it has no webvid annotation."""
+    if not (root / "anno_pretrain" / "webvid_train.json").is_file() and dist_info.is_main:
+        from retrieval.synth.writer import SynthConfig, generate
+
+        print(f"generating the synthetic corpus into {root} (python -m retrieval.synth --out {root})", file=sys.stderr)
+        generate(SynthConfig(out=str(root)))
+    barrier()
+
+
+def build_loader(cfg: TrainConfig, dist_info: DistInfo, tokenizer) -> MetaLoader:
+    root = Path(cfg.data.root)
+    if cfg.data.name == "synth":
+        ensure_synth_corpus(root, dist_info)
+    collate = pretrain_collate(make_tokenize(tokenizer, cfg.data.max_text_len))
+    loaders = {}
+    for name, corpus in SOURCES[cfg.data.name]:
+        pairs = load_pairs(corpus, root, cfg.data.split)
+        dataset = SeededDataset(ReplaceBadItems(VideoTextTrainDataset(
+            pairs, num_frames=cfg.data.num_frames, size=cfg.data.image_size)), seed=cfg.seed)
+        batch = cfg.data.image_batch_size if name == "image" else cfg.data.batch_size
+        sampler = ShardedBatchSampler(len(dataset), batch, dist_info.rank, dist_info.world_size, seed=cfg.seed)
+        loaders[name] = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                   num_workers=cfg.data.num_workers, pin_memory=dist_info.device.type == "cuda",
+                                   persistent_workers=False)
+    return MetaLoader(loaders, seed=cfg.seed)
+
+
+def make_evaluate(cfg: TrainConfig, tokenizer, device: torch.device):
+    """Retrieval on the held-out split `data.eval_split` ("msrvtt" or "msrvtt:test") of the data root after every
+    epoch, with F's evaluator (ITC and ITM re-ranked); None when no split is configured."""
+    if not cfg.data.eval_split:
+        return None
+    from retrieval.corpora import load_benchmark
+    from retrieval.eval import build_parser as eval_parser, evaluate_benchmark
+    from retrieval.evaluator import EvalConfig
+
+    bench_name, _, split = cfg.data.eval_split.partition(":")
+    bench = load_benchmark(bench_name, cfg.data.root, split or None)
+    eval_args = eval_parser().parse_args(["--bench", bench_name, "--num-frames", str(cfg.data.num_frames),
+                                          "--image-size", str(cfg.data.image_size), "--no-cache", "--no-progress"])
+    eval_cfg = EvalConfig(k_test=min(128, len(bench.videos)), progress=False, split_across_ranks=False)
+
+    def evaluate(model, epoch: int) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            results = evaluate_benchmark(eval_args, eval_cfg, model, tokenizer, "", device, cfg.data.root, bench)
+        model.train(was_training)
+        return {f"{scores}/{key}": float(value) for scores in ("emb", "itm") if scores in results
+                for key, value in results[scores].items()}
+
+    return evaluate
+
+
+def main(argv=None) -> TrainConfig:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    dist_info = init_distributed(args.device)
+    try:
+        torch.manual_seed(cfg.seed)  # identical initialisation on every rank (DDP also broadcasts rank 0's)
+        model, tokenizer = build_model(cfg)
+        loader = build_loader(cfg, dist_info, tokenizer)
+        skips = SkipLog(f"{cfg.data.name}/{cfg.data.split}")
+
+        def forward(m, batch, stage):
+            skips.update(batch)
+            return default_forward(m, batch, stage)
+
+        trainer = Trainer(model, loader, cfg, dist_info, evaluate=make_evaluate(cfg, tokenizer, dist_info.device),
+                          forward=forward, progress=not args.no_progress)
+        if cfg.resume and trainer.resume() and dist_info.is_main:
+            print(f"resumed at step {trainer.state.step}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BadMediaWarning)  # reported once, in the summary below
+            trainer.fit()
+        for rank_items in all_gather_object(skips.items):
+            for path, reason in rank_items.items():
+                skips.items.setdefault(path, reason)
+        if dist_info.is_main:
+            summary = skips.summary(file=sys.stderr)
+            (Path(cfg.output_dir) / "skipped.txt").write_text(summary + "\n")
+            unwrap(trainer.model).save_pretrained(str(Path(cfg.output_dir) / "model"),
+                                                  only_changed=cfg.model.export_only_changed)
+            print(f"done: {trainer.state.step} steps; model in {Path(cfg.output_dir) / 'model'}", file=sys.stderr)
+        barrier()
+        return cfg
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
