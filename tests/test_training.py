@@ -234,3 +234,36 @@ def test_trainer_clips_gradients_and_reports_norm(tmp_path):
 def test_optimizer_builder_uses_betas():
     opt = build_optimizer(ToyVideoText(), 1e-3, 0.1, (0.9, 0.95))
     assert opt.param_groups[0]["betas"] == (0.9, 0.95)
+
+
+# ---- end to end -----------------------------------------------------------------------------------
+def test_pretrain_cli_trains_on_synthetic_corpus_and_reports_exactly_the_bad_files(tmp_path):
+    """`python -m training.pretrain --data synth` on a generated corpus where one video is corrupt, one is
+    empty and one is missing: it trains (fixed batch size, bad files replaced) and reports those three."""
+    import json
+
+    from retrieval.synth.writer import SynthConfig, generate
+    from training.checkpointing import Checkpointer
+    from training.pretrain import main
+
+    root = tmp_path / "corpus"
+    generate(SynthConfig.tiny(str(root)), progress=False)
+    records = json.loads((root / "anno_pretrain" / "webvid_train.json").read_text())
+    videos = [root / "WebVid" / r["video"] for r in records]
+    videos[1].write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 20)
+    videos[5].write_bytes(b"")
+    videos[9].unlink()
+    out = tmp_path / "run"
+    main(["--data", "synth", "--data-root", str(root), "--output", str(out), "--batch-size", "4",
+          "--max-steps", "3", "--workers", "0", "--no-progress", "--set", "data.num_frames=4",
+          "--set", "data.image_size=32", "--set", "save_every=2", "--set", "log_every=1",
+          "--set", "model.video_text={vision_model: videomamba_test_tiny, text_layers: 2, embed_dim: 16}"])
+    reported = (out / "skipped.txt").read_text()
+    assert "skipped 3 bad file(s)" in reported
+    for bad in (videos[1], videos[5], videos[9]):
+        assert str(bad) in reported
+    assert sum(str(v) in reported for v in videos) == 3
+    assert Checkpointer.load(Checkpointer(out / "checkpoints").latest())["step"] == 3
+    log = (out / "train.log").read_text()
+    assert "step 3" in log and "vtc=" in log and "mlm=" in log
+    assert (out / "model" / "model.safetensors").is_file()
