@@ -180,19 +180,27 @@ def vision_projected_once(attentions: list[nn.Module], vision_tokens: torch.Tens
             a.key, a.value = key, value
 
 
+def last_token_position(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last unmasked token of each row (0 for an all-masked row)."""
+    positions = torch.arange(mask.shape[1]).expand_as(mask)
+    return torch.where(mask.bool(), positions, torch.zeros_like(positions)).amax(1)
+
+
 @torch.no_grad()
 def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, device) -> torch.Tensor:
     """ITM "match" logit (`itm_logits(...)[:, 1]`, no softmax) for each (video, text) pair.
 
     `pairs` must be ordered by video. Videos are taken in chunks of `cfg.itm_video_chunk` (split across ranks,
     scores summed); each chunk's vision tokens go through the cross-attention projections once, then its pairs
-    run in batches of `cfg.itm_batch_size` reusing the text-encoder tokens computed at encoding time.
+    run in batches of `cfg.itm_batch_size` reusing the text-encoder tokens computed at encoding time, grouped by
+    text length and cut to the longest text of the batch (padding is masked out, so the scores do not change).
     """
     if len(pairs) > 1 and bool((pairs[1:, 0] < pairs[:-1, 0]).any()):
         raise ValueError("itm_scores needs pairs ordered by video index")
     rank, world = rank_world(cfg.split_across_ranks)
     attentions = cross_attentions(model) if cfg.project_vision_once else []
     scores = torch.zeros(len(pairs))
+    text_lengths = last_token_position(emb.text_mask) + 1
     n_videos = emb.vision_tokens.shape[0]
     starts = list(range(rank * cfg.itm_video_chunk, n_videos, world * cfg.itm_video_chunk))
     bounds = torch.searchsorted(pairs[:, 0].contiguous(), torch.arange(0, n_videos + cfg.itm_video_chunk,
@@ -202,12 +210,16 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
         if lo == hi:
             continue
         chunk = emb.vision_tokens[v0 : v0 + cfg.itm_video_chunk].to(device)
+        order = lo + text_lengths[pairs[lo:hi, 1]].argsort(stable=True)  # similar lengths share a batch
         with vision_projected_once(attentions, chunk) if attentions else nullcontext():
-            for s in range(lo, hi, cfg.itm_batch_size):
-                v, t = pairs[s : min(s + cfg.itm_batch_size, hi)].T
+            for s in range(0, hi - lo, cfg.itm_batch_size):
+                rows = order[s : s + cfg.itm_batch_size]
+                v, t = pairs[rows].T
+                width = int(text_lengths[t].max())  # columns masked in every row change nothing
                 vision = (v - v0).to(device) if attentions else chunk[v - v0]
-                logits = model.itm_logits(vision, emb.text_tokens[t].to(device), emb.text_mask[t].to(device))
-                scores[s : s + len(v)] = logits[:, 1].float().cpu()
+                logits = model.itm_logits(vision, emb.text_tokens[t, :width].to(device),
+                                          emb.text_mask[t, :width].to(device))
+                scores[rows] = logits[:, 1].float().cpu()
     return _sum_across_ranks(scores, cfg.split_across_ranks)
 
 
