@@ -156,7 +156,7 @@ class MetadataDB:
             self._bump(c, "segments")
         return seg_ids
 
-    def get_videos(self, video_ids) -> dict[int, VideoRecord]:
+    def get_videos(self, video_ids, with_segments: bool = True) -> dict[int, VideoRecord]:
         ids = [int(i) for i in video_ids]
         out: dict[int, VideoRecord] = {}
         with self._lock:
@@ -165,6 +165,8 @@ class MetadataDB:
                 for vid, path, dur, fields, created in self._conn.execute(
                         f"SELECT id, path, duration, fields, created FROM videos WHERE id IN ({marks})", chunk):
                     out[vid] = VideoRecord(vid, path, dur, json.loads(fields), created)
+                if not with_segments:
+                    continue
                 for sid, vid, start, end in self._conn.execute(
                         f"SELECT id, video_id, start, end FROM segments WHERE video_id IN ({marks}) ORDER BY start",
                         chunk):

@@ -168,40 +168,54 @@ class VideoStore:
 
     def search(self, query, k: int = 10, min_score: float = -1.0, filters: dict | None = None,
                exclude: set[int] | frozenset = frozenset()) -> list[VideoHit]:
-        """Top-k videos for one query vector, each scored by its best segment.
+        """Top-k videos for one query vector, each scored by its best segment (see `search_many`)."""
+        return self.search_many(np.reshape(query, (1, -1)), k, [min_score], [filters], [exclude])[0]
 
-        `filters` keeps videos whose user fields equal each given value (a list value means any of). Segments are
-        fetched in growing batches until k distinct videos pass or the index is exhausted.
+    def search_many(self, queries, k: int = 10, min_scores=None, filters=None, excludes=None) -> list[list[VideoHit]]:
+        """Top-k videos for each query row, in one FAISS call per round (batched queries use BLAS).
+
+        A video's score is its best segment's. `filters[i]` keeps videos whose user fields equal each given value
+        (a list value means any of). Segments are fetched in growing rounds until every query has k distinct
+        videos or the index is exhausted. Hits carry video records without their segment lists.
         """
-        query = normalize(np.asarray(query, np.float32).reshape(1, -1))
-        best: dict[int, tuple[float, int]] = {}
+        queries = normalize(np.atleast_2d(np.asarray(queries, np.float32)))
+        nq = len(queries)
+        min_scores = [-1.0] * nq if min_scores is None else list(min_scores)
+        filters = [None] * nq if filters is None else list(filters)
+        excludes = [frozenset()] * nq if excludes is None else list(excludes)
+        found: list[dict[int, tuple[float, int]]] = [{} for _ in range(nq)]
+        records: dict = {}
         with self._lock:
             index = self._caches["segments"].index
             total = len(index)
             fetch = min(total, max(4 * k, 32))
-            while fetch > 0:
-                scores, ids = index.search(query, fetch)
-                best = {}
-                owners = self.db.segment_owners(ids[0][ids[0] >= 0])
-                for score, sid in zip(scores[0], ids[0]):
-                    if sid < 0 or score < min_score or sid not in owners:
-                        continue
-                    vid = owners[sid][0]
-                    if vid not in exclude and vid not in best:
-                        best[vid] = (float(score), int(sid))
-                records = self.db.get_videos(best)
-                best = {v: s for v, s in best.items() if v in records and _matches(records[v].fields, filters)}
-                exhausted = fetch >= total or (len(scores[0]) and scores[0][-1] < min_score)
-                if len(best) >= k or exhausted:
-                    break
-                fetch = min(total, fetch * 4)
-            if not best:
-                return []
-            records = self.db.get_videos(best)
-            owners = self.db.segment_owners([sid for _, sid in best.values()])
-        hits = [VideoHit(records[v], s, owners[sid][1], owners[sid][2]) for v, (s, sid) in best.items()]
-        hits.sort(key=lambda h: -h.score)
-        return hits[:k]
+            pending = list(range(nq))
+            while pending and fetch > 0:
+                scores, ids = index.search(queries[pending], fetch)
+                owners = self.db.segment_owners(np.unique(ids[ids >= 0]))
+                records.update(self.db.get_videos({o[0] for o in owners.values()} - records.keys(),
+                                                  with_segments=False))
+                still = []
+                for row, q in enumerate(pending):
+                    best = found[q] = {}
+                    for score, sid in zip(scores[row], ids[row]):
+                        if sid < 0 or score < min_scores[q] or sid not in owners:
+                            continue
+                        vid = owners[sid][0]
+                        if vid not in best and vid not in excludes[q] and vid in records and \
+                                _matches(records[vid].fields, filters[q]):
+                            best[vid] = (float(score), int(sid))
+                    exhausted = fetch >= total or scores[row][-1] < min_scores[q]
+                    if len(best) < k and not exhausted:
+                        still.append(q)
+                pending, fetch = still, min(total, fetch * 4)
+            spans = self.db.segment_owners([sid for best in found for _, sid in best.values()])
+        out = []
+        for best in found:
+            hits = [VideoHit(records[v], s, spans[sid][1], spans[sid][2]) for v, (s, sid) in best.items()]
+            hits.sort(key=lambda h: -h.score)
+            out.append(hits[:k])
+        return out
 
     # --- caption gallery ---
     def add_texts(self, texts: list[str], vectors, fields: list[dict] | None = None) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,7 @@ from service.embedder import Embedder, load_embedder
 from service.jobs import JobManager
 from service.metrics import ServiceMetrics
 from service.routers import embed, health, search, texts, videos
-from service.state import Checkpointer, ServiceState
+from service.state import Checkpointer, ServiceState, run_searches
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,12 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> Serv
         metrics.batch_size.observe(size)
         metrics.batch_seconds.observe(seconds)
 
-    batcher = MicroBatcher(embedder.embed_texts, config.batch_size if config.micro_batching else 1,
-                           config.batch_wait_ms / 1000, config.queue_size, on_batch)
+    batch = config.batch_size if config.micro_batching else 1
+    wait = config.batch_wait_ms / 1000
+    text_batcher = MicroBatcher(embedder.embed_texts, batch, wait, config.queue_size, on_batch)
+    search_batcher = MicroBatcher(partial(run_searches, embedder, store), batch, wait, config.queue_size, on_batch)
     jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc())
-    return ServiceState(config, embedder, store, batcher, jobs, metrics,
+    return ServiceState(config, embedder, store, text_batcher, search_batcher, jobs, metrics,
                         Checkpointer(store, config.checkpoint_interval_s))
 
 
@@ -51,7 +54,8 @@ def create_app(config: ServiceConfig, embedder: Embedder | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.batcher.start()
+        state.text_batcher.start()
+        state.search_batcher.start()
         state.jobs.start()
         state.checkpointer.start()
         if config.embedded_default:
@@ -59,7 +63,8 @@ def create_app(config: ServiceConfig, embedder: Embedder | None = None) -> FastA
 
             start_default_library(state)
         yield
-        await state.batcher.stop()
+        await state.text_batcher.stop()
+        await state.search_batcher.stop()
         state.jobs.stop()
         state.checkpointer.stop()
         state.store.close()

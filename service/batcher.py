@@ -1,16 +1,15 @@
-"""Micro-batching of concurrent text queries through the encoder, behind a bounded queue.
+"""Micro-batching of concurrent requests (text queries through the encoder and FAISS), behind a bounded queue.
 
-Requests wait at most `max_wait_s` for company, then up to `max_batch` texts go through the model in one forward
-pass on a worker thread. A full queue rejects new work at once (`Overloaded` → HTTP 503) instead of letting
-latency grow without bound. With `max_batch=1` every text is its own forward pass (no batching), same queue.
+Requests wait at most `max_wait_s` for company, then up to `max_batch` of them go through `run` in one call on a
+worker thread (one encoder forward, one FAISS search). A full queue rejects new work at once (`Overloaded` → HTTP
+503) instead of letting latency grow without bound. With `max_batch=1` every request is its own call, same queue.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-
-import numpy as np
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class Overloaded(RuntimeError):
@@ -18,17 +17,17 @@ class Overloaded(RuntimeError):
 
 
 class MicroBatcher:
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.003,
+    def __init__(self, run: Callable[[list[Any]], Sequence[Any]], max_batch: int = 32, max_wait_s: float = 0.003,
                  max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None):
         if max_batch < 1 or max_queue < 1:
             raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch} and {max_queue}")
-        self.encode, self.max_batch, self.max_wait_s = encode, max_batch, max_wait_s
+        self.run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
         self.on_batch = on_batch
         self._queue: asyncio.Queue | None = None
         self._max_queue = max_queue
         self._worker: asyncio.Task | None = None
 
-    def start(self) -> None:
+    def start(self) -> None:  # needs the running event loop
         self._queue = asyncio.Queue(self._max_queue)
         self._worker = asyncio.get_running_loop().create_task(self._run())
 
@@ -41,13 +40,13 @@ class MicroBatcher:
     def depth(self) -> int:
         return self._queue.qsize() if self._queue else 0
 
-    async def submit(self, text: str) -> np.ndarray:
-        """The embedding of `text`; raises Overloaded when the queue is full."""
+    async def submit(self, item: Any) -> Any:
+        """`run([item, ...])`'s answer for `item`; raises Overloaded when the queue is full."""
         future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait((text, future))
+            self._queue.put_nowait((item, future))
         except asyncio.QueueFull:
-            raise Overloaded(f"text encoder queue is full ({self._max_queue} waiting); retry shortly") from None
+            raise Overloaded(f"request queue is full ({self._max_queue} waiting); retry shortly") from None
         return await future
 
     async def _run(self) -> None:
@@ -72,14 +71,14 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                vectors = await asyncio.to_thread(self.encode, [t for t, _ in batch])
-            except Exception as err:  # one failed forward fails its batch, never the worker
+                answers = await asyncio.to_thread(self.run, [t for t, _ in batch])
+            except Exception as err:  # one failed call fails its batch, never the worker
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(err)
                 continue
             if self.on_batch:
                 self.on_batch(len(batch), time.perf_counter() - started)
-            for (_, f), v in zip(batch, vectors):
+            for (_, f), v in zip(batch, answers):
                 if not f.done():
                     f.set_result(v)

@@ -12,12 +12,12 @@ class ServiceMetrics:
         self.latency = Histogram("vmr_http_request_seconds", "HTTP request latency", ["route"],
                                  registry=self.registry,
                                  buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self.batch_size = Histogram("vmr_text_batch_size", "texts per encoder forward", registry=self.registry,
+        self.batch_size = Histogram("vmr_batch_size", "requests per micro-batch", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-        self.batch_seconds = Histogram("vmr_text_batch_seconds", "encoder forward time per text batch",
+        self.batch_seconds = Histogram("vmr_batch_seconds", "time per micro-batch (encoder, and FAISS for search)",
                                        registry=self.registry)
         self.overloaded = Counter("vmr_overloaded", "requests refused with 503 (queue full)", registry=self.registry)
         self.jobs = Counter("vmr_ingest_jobs", "finished ingestion jobs", ["status"], registry=self.registry)
         self.videos = Gauge("vmr_videos", "videos in the library", registry=self.registry)
         self.texts = Gauge("vmr_texts", "captions in the text gallery", registry=self.registry)
-        self.queue_depth = Gauge("vmr_text_queue_depth", "texts waiting for the encoder", registry=self.registry)
+        self.queue_depth = Gauge("vmr_queue_depth", "requests waiting for a micro-batch", registry=self.registry)

@@ -39,12 +39,29 @@ class Checkpointer:
                 log.exception("index checkpoint failed")
 
 
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str
+    k: int
+    min_score: float
+    filters: dict | None
+
+
+def run_searches(embedder: Embedder, store: VideoStore, queries: list[SearchQuery]) -> list[list]:
+    """One encoder forward and one batched FAISS search for a micro-batch of text queries."""
+    vectors = embedder.embed_texts([q.text for q in queries])
+    hits = store.search_many(vectors, max(q.k for q in queries), [q.min_score for q in queries],
+                             [q.filters for q in queries])
+    return [h[:q.k] for h, q in zip(hits, queries)]
+
+
 @dataclass
 class ServiceState:
     config: ServiceConfig
     embedder: Embedder
     store: VideoStore
-    batcher: MicroBatcher
+    text_batcher: MicroBatcher  # texts -> vectors (POST /embed)
+    search_batcher: MicroBatcher  # SearchQuery -> hits (POST /search): one forward + one FAISS call per batch
     jobs: JobManager
     metrics: ServiceMetrics
     checkpointer: Checkpointer

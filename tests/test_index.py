@@ -167,3 +167,17 @@ def test_bulk_add_is_one_generation(tmp_path):
     assert len(set(ids)) == 20 and store.db.generation("segments") == 1
     hit = store.search(x[13], k=1)[0]
     assert hit.video.id == ids[6] and (hit.start, hit.end) == (2.0, 4.0)
+
+
+def test_search_many_equals_one_by_one(tmp_path):
+    x = clustered(60)
+    store = make_store(tmp_path)
+    add_videos(store, x)
+    queries = x[[0, 7, 31, 59]]
+    batched = store.search_many(queries, k=4, min_scores=[-1, -1, 0.5, -1], filters=[None, {"group": 1}, None, None])
+    single = [store.search(queries[0], 4), store.search(queries[1], 4, filters={"group": 1}),
+              store.search(queries[2], 4, min_score=0.5), store.search(queries[3], 4)]
+    for b, s in zip(batched, single):
+        assert [(h.video.id, h.start, round(h.score, 5)) for h in b] == [(h.video.id, h.start, round(h.score, 5))
+                                                                        for h in s]
+    assert all(h.score >= 0.5 for h in batched[2])

@@ -31,7 +31,7 @@ async def embed(request: Request, state: ServiceState = Depends(get_state)) -> E
         except ValueError as err:
             raise HTTPException(422, f"body must be JSON {{\"text\": \"...\"}}: {err}") from None
         check_query(state, req.text)
-        vector = await state.batcher.submit(req.text)
+        vector = await state.text_batcher.submit(req.text)
         return EmbedOut(kind="text", dim=len(vector), vector=vector.tolist())
     if content_type.startswith("multipart/form-data"):
         form = await request.form()

@@ -24,5 +24,5 @@ def metrics(state: ServiceState = Depends(get_state)) -> Response:
     m = state.metrics
     m.videos.set(state.store.num_videos())
     m.texts.set(state.store.num_texts())
-    m.queue_depth.set(state.batcher.depth)
+    m.queue_depth.set(state.text_batcher.depth + state.search_batcher.depth)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -13,7 +13,7 @@ from index import VideoHit
 from service.deps import check_k, get_state, require_read_key
 from service.media import probe_duration, save_upload
 from service.schemas import SearchRequest, SearchResponse, SegmentOut, TextResult, VideoResult, VideoSearchResponse
-from service.state import ServiceState
+from service.state import SearchQuery, ServiceState
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read_key)])
 
@@ -52,8 +52,7 @@ async def search(req: SearchRequest, state: ServiceState = Depends(get_state)) -
     check_k(state, req.k)
     check_query(state, req.query)
     started = time.perf_counter()
-    vector = await state.batcher.submit(req.query)
-    hits = await asyncio.to_thread(state.store.search, vector, req.k, req.min_score, req.filters)
+    hits = await state.search_batcher.submit(SearchQuery(req.query, req.k, req.min_score, req.filters))
     if req.rerank and hits:
         n = min(len(hits), state.config.rerank_candidates)
         head = await asyncio.to_thread(rerank, state, req.query, hits[:n])
