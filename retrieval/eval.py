@@ -154,11 +154,16 @@ def compute_embeddings(model, tokenizer, bench: Benchmark, args, cfg: EvalConfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BadMediaWarning)  # reported once, in the summary
         vision_tokens, vision_feat, ok = encode_videos(model, batches, len(bench.videos), device, cfg)
-    return Embeddings(text_tokens, text_mask, text_feat, vision_tokens, vision_feat, ok), skips.items
+    reasons = dict(skips.items)
+    if rank_world(cfg.split_across_ranks)[1] > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, reasons)
+        reasons = {path: why for part in gathered for path, why in part.items()}
+    return Embeddings(text_tokens, text_mask, text_feat, vision_tokens, vision_feat, ok), reasons
 
 
 def skipped_videos(bench: Benchmark, emb: Embeddings, reasons: dict[str, str]) -> dict[str, str]:
-    """Every video left out, with the decoder's reason when this rank saw it."""
+    """Every video left out, with the decoder's reason ("undecodable" when read from cached embeddings)."""
     return {p: reasons.get(p, "undecodable") for v, p in enumerate(bench.videos) if not bool(emb.video_ok[v])}
 
 

@@ -1,5 +1,6 @@
 """End to end: `python -m retrieval.eval` on tiny synthetic benchmarks with a random tiny model (in-process)."""
 import json
+import os
 import shutil
 
 import pytest
@@ -121,3 +122,24 @@ def test_finetune_then_evaluate(msrvtt_root, tmp_path):
     changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, tuned.state_dict()[k])]
     assert "vision_proj.weight" in changed and "itm_head.weight" in changed
     assert after["emb"] != before["emb"]
+
+
+@pytest.mark.slow  # two torchrun processes over gloo: about 20 s on an idle 2-core machine
+def test_torchrun_split_equals_single_process(msrvtt_root, tmp_path):
+    """Videos and ITM pairs split over 2 ranks and summed give exactly the single-process scores, and the
+    skip reasons of every rank reach the report."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    shutil.copytree(msrvtt_root, root)
+    broken = load_benchmark("msrvtt", root).videos[3]  # index 3 is decoded by rank 1 of 2
+    open(broken, "wb").close()
+    args = ["--bench", "msrvtt", "--data-root", str(root), "--cache-dir", str(tmp_path), "--no-cache"] + COMMON
+    single = cli.main(args + ["--output", str(tmp_path / "one.json")])
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "retrieval.eval",
+                    *args, "--output", str(tmp_path / "two.json")], check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    split = json.loads((tmp_path / "two.json").read_text())
+    assert split["emb"] == single["emb"] and split["itm"] == single["itm"]
+    assert list(split["skipped_videos"]) == [broken] and split["skipped_videos"][broken] != "undecodable"
