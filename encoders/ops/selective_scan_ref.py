@@ -2,6 +2,8 @@
 
 Semantics are mamba-ssm's `selective_scan_ref`:
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t,   y_t = <C_t, h_t> + D * u_t,   out = y * silu(z)
+Like mamba-ssm's it materializes exp(delta A) and delta B u as (b, d, l, n) tensors, so only the recurrence
+itself is a Python loop. Computes in fp32, or in fp64 for fp64 inputs; returns u's dtype.
 """
 from __future__ import annotations
 
@@ -13,27 +15,27 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
                        return_last_state=False):
     """u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l) or (b, g, n, l); D, delta_bias: (d,)."""
     dtype_in = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    compute = torch.float64 if dtype_in == torch.float64 else torch.float32
     u, delta, A = u.to(compute), delta.to(compute), A.to(compute)
     B, C = B.to(compute), C.to(compute)
     if delta_bias is not None:
         delta = delta + delta_bias[..., None].to(compute)
     if delta_softplus:
         delta = F.softplus(delta)
-    batch, dim, length = u.shape
-    if B.dim() == 4:  # grouped: each group of d/g channels shares B and C
+    dim = u.shape[1]
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    else:  # grouped: each group of d/g channels shares B and C
         B = B.repeat_interleave(dim // B.shape[1], dim=1)
         C = C.repeat_interleave(dim // C.shape[1], dim=1)
-    x = u.new_zeros(batch, dim, A.shape[1])
-    ys = []
-    for t in range(length):
-        dA = torch.exp(delta[:, :, t, None] * A)
-        Bt = B[:, :, t] if B.dim() == 3 else B[:, :, :, t]
-        Ct = C[:, :, t] if C.dim() == 3 else C[:, :, :, t]
-        dBu = delta[:, :, t, None] * u[:, :, t, None] * (Bt[:, None, :] if Bt.dim() == 2 else Bt)
-        x = dA * x + dBu
-        ys.append(torch.einsum("bdn,bdn->bd", x, Ct[:, None, :].expand_as(x) if Ct.dim() == 2 else Ct))
-    y = torch.stack(ys, dim=2)
+    decay = torch.exp(delta[..., None] * A[:, None, :])                  # (b, d, l, n)
+    inject = (delta * u)[..., None] * B.transpose(-1, -2)                # (b, d, l, n)
+    x = u.new_zeros(u.shape[0], dim, A.shape[1])
+    states = []
+    for t in range(u.shape[2]):
+        x = decay[:, :, t] * x + inject[:, :, t]
+        states.append(x)
+    y = (torch.stack(states, dim=2) * C.transpose(-1, -2)).sum(-1)
     out = y if D is None else y + u * D.to(compute)[:, None]
     if z is not None:
         out = out * F.silu(z.to(compute))
