@@ -173,7 +173,8 @@ class VectorIndex:
         return scores, ids
 
     def _search_raw(self, queries: np.ndarray, k: int):
-        if self.config.use_gpu and gpu_available():
+        """CPU search, or a GPU replica of the inner index (rebuilt after changes) mapped back through the ids."""
+        if self.config.use_gpu and self.kind != "hnsw" and gpu_available():  # faiss has no GPU HNSW
             if self._gpu_replica is None:
                 resources = faiss.StandardGpuResources()
                 self._gpu_replica = (resources, faiss.index_cpu_to_gpu(resources, 0, self._index.index))
