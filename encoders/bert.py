@@ -7,7 +7,6 @@ pretraining form (`bert.*` + `cls.predictions.*`).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -294,17 +293,21 @@ def load_pretrained_text_weights(model: BertTextEncoder | BertForMaskedLMFusion,
 
 def build_text_encoder(kind: str = "minilm", text_layers: int | None = None, fusion_layers: int = 2,
                        encoder_width: int = 576, mlm: bool = False, pretrained: bool = True,
-                       freeze_text: bool = False) -> BertTextEncoder | BertForMaskedLMFusion:
+                       freeze_text: bool = False, dropout: float | None = None) -> BertTextEncoder | BertForMaskedLMFusion:
     """Text/fusion encoder with `text_layers` text-only layers then `fusion_layers` cross-attending layers.
 
     text_layers=None keeps every layer of the source config as a text layer (MiniLM: 6 text + 2 fusion);
-    the official BERT-base layout is text_layers=9, fusion_layers=3.
+    the official BERT-base layout is text_layers=9, fusion_layers=3. `dropout` replaces the source config's
+    hidden and attention dropout (None keeps it).
     """
     config, weights_dir = resolve_text_source(kind)
     text_layers = config.num_hidden_layers if text_layers is None else text_layers
     if text_layers < 1 or fusion_layers < 1:
         raise ValueError(f"need at least one text layer and one fusion layer, got {text_layers} and {fusion_layers}")
-    config = BertConfig(**{**config.to_dict(), "num_hidden_layers": text_layers + fusion_layers})
+    changes = {"num_hidden_layers": text_layers + fusion_layers}
+    if dropout is not None:
+        changes.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = BertConfig(**{**config.to_dict(), **changes})
     cls = BertForMaskedLMFusion if mlm else BertTextEncoder
     model = cls(config, fusion_layer=text_layers, encoder_width=encoder_width)
     if pretrained and weights_dir is not None:
@@ -313,9 +316,3 @@ def build_text_encoder(kind: str = "minilm", text_layers: int | None = None, fus
         for p in (model.bert if mlm else model).text_parameters():
             p.requires_grad_(False)
     return model
-
-
-def text_config_json(model: BertTextEncoder | BertForMaskedLMFusion) -> str:
-    """The BertConfig as JSON (for saving alongside a joint model)."""
-    bert = model.bert if isinstance(model, BertForMaskedLMFusion) else model
-    return json.dumps(bert.config.to_dict())
