@@ -14,10 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(argv)
-    except ValueError as err:
+        app = create_app(config)
+    except (ValueError, FileNotFoundError) as err:
         print(f"python -m service: {err}", file=sys.stderr)
         return 2
-    app = create_app(config)
     uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=30)
     return 0
 
