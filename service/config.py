@@ -1,4 +1,4 @@
-"""Service settings: one dataclass, filled from command-line flags, then `VMR_*` environment variables, then defaults."""
+"""Service settings: one dataclass, filled from flags, then `VMR_*` environment variables, then defaults."""
 from __future__ import annotations
 
 import argparse
