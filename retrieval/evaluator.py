@@ -148,14 +148,17 @@ def rerank_pairs(v2t_itc: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
 class _ProjectedOnce(nn.Module):
     """Stands in for a fusion layer's cross-attention key or value projection while re-ranking: the vision
     tokens of a chunk of videos are projected once, and the "vision tokens" passed through the model are the
-    chunk-local video index of each pair. Projecting 1568 tokens per pair is most of the ITM cost otherwise."""
+    chunk-local video index of each pair (one video per batch). Projecting 1568 tokens per pair is most of the
+    ITM cost otherwise."""
 
     def __init__(self, projected: torch.Tensor):
         super().__init__()
         self.projected = projected
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.projected[index]
+        if not bool((index == index[0]).all()):
+            raise ValueError("a re-ranking batch must hold the pairs of one video")
+        return self.projected[index[0]].expand(len(index), -1, -1)  # a view: attention reads it without a copy
 
 
 def cross_attentions(model) -> list[nn.Module]:
@@ -191,9 +194,10 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
     """ITM "match" logit (`itm_logits(...)[:, 1]`, no softmax) for each (video, text) pair.
 
     `pairs` must be ordered by video. Videos are taken in chunks of `cfg.itm_video_chunk` (split across ranks,
-    scores summed); each chunk's vision tokens go through the cross-attention projections once, then its pairs
-    run in batches of `cfg.itm_batch_size` reusing the text-encoder tokens computed at encoding time, grouped by
-    text length and cut to the longest text of the batch (padding is masked out, so the scores do not change).
+    scores summed); each chunk's vision tokens go through the cross-attention projections once. Each video's
+    pairs then run in batches of up to `cfg.itm_batch_size` texts, reusing the text-encoder tokens computed at
+    encoding time, grouped by text length and cut to the longest text of the batch (padding is masked out, so
+    the scores do not change).
     """
     if len(pairs) > 1 and bool((pairs[1:, 0] < pairs[:-1, 0]).any()):
         raise ValueError("itm_scores needs pairs ordered by video index")
@@ -202,24 +206,26 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
     scores = torch.zeros(len(pairs))
     text_lengths = last_token_position(emb.text_mask) + 1
     n_videos = emb.vision_tokens.shape[0]
-    starts = list(range(rank * cfg.itm_video_chunk, n_videos, world * cfg.itm_video_chunk))
-    bounds = torch.searchsorted(pairs[:, 0].contiguous(), torch.arange(0, n_videos + cfg.itm_video_chunk,
-                                                                       cfg.itm_video_chunk))
+    bounds = torch.searchsorted(pairs[:, 0].contiguous(), torch.arange(n_videos + 1)).tolist()
+    starts = range(rank * cfg.itm_video_chunk, n_videos, world * cfg.itm_video_chunk)
     for v0 in tqdm(starts, desc="itm re-rank", disable=not cfg.progress or rank != 0):
-        lo, hi = int(bounds[v0 // cfg.itm_video_chunk]), int(bounds[v0 // cfg.itm_video_chunk + 1])
-        if lo == hi:
+        v1 = min(v0 + cfg.itm_video_chunk, n_videos)
+        if bounds[v0] == bounds[v1]:
             continue
-        chunk = emb.vision_tokens[v0 : v0 + cfg.itm_video_chunk].to(device)
-        order = lo + text_lengths[pairs[lo:hi, 1]].argsort(stable=True)  # similar lengths share a batch
+        chunk = emb.vision_tokens[v0:v1].to(device)
         with vision_projected_once(attentions, chunk) if attentions else nullcontext():
-            for s in range(0, hi - lo, cfg.itm_batch_size):
-                rows = order[s : s + cfg.itm_batch_size]
-                v, t = pairs[rows].T
-                width = int(text_lengths[t].max())  # columns masked in every row change nothing
-                vision = (v - v0).to(device) if attentions else chunk[v - v0]
-                logits = model.itm_logits(vision, emb.text_tokens[t, :width].to(device),
-                                          emb.text_mask[t, :width].to(device))
-                scores[rows] = logits[:, 1].float().cpu()
+            for v in range(v0, v1):  # one video per batch: its keys/values are shared, not copied per pair
+                lo, hi = bounds[v], bounds[v + 1]
+                order = lo + text_lengths[pairs[lo:hi, 1]].argsort(stable=True)  # similar lengths share a batch
+                for s in range(0, hi - lo, cfg.itm_batch_size):
+                    rows = order[s : s + cfg.itm_batch_size]
+                    t = pairs[rows, 1]
+                    width = int(text_lengths[t].max())  # columns masked in every row change nothing
+                    vision = (torch.full((len(t),), v - v0, device=device) if attentions
+                              else chunk[v - v0].expand(len(t), -1, -1))
+                    logits = model.itm_logits(vision, emb.text_tokens[t, :width].to(device),
+                                              emb.text_mask[t, :width].to(device))
+                    scores[rows] = logits[:, 1].float().cpu()
     return _sum_across_ranks(scores, cfg.split_across_ranks)
 
 
