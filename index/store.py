@@ -74,6 +74,8 @@ class VideoStore:
                 index, generation = VectorIndex.load(path, self.config)
                 if index.dim != self.dim:
                     raise ValueError(f"checkpoint is {index.dim}-d, library is {self.dim}-d")
+                if self.config.kind not in ("auto", index.kind):
+                    raise ValueError(f"checkpoint is {index.kind}, configured kind is {self.config.kind}")
             except (ValueError, RuntimeError) as err:
                 log.warning("%s unusable (%s): rebuilding from SQLite", path, err)
             else:

@@ -181,3 +181,13 @@ def test_search_many_equals_one_by_one(tmp_path):
         assert [(h.video.id, h.start, round(h.score, 5)) for h in b] == [(h.video.id, h.start, round(h.score, 5))
                                                                         for h in s]
     assert all(h.score >= 0.5 for h in batched[2])
+
+
+def test_changing_the_configured_kind_rebuilds(tmp_path):
+    x = clustered(30)
+    store = make_store(tmp_path, kind="flat")
+    add_videos(store, x)
+    store.close()
+    hnsw = make_store(tmp_path, kind="hnsw")
+    assert hnsw.recovery()["segments"] == "rebuilt" and hnsw._caches["segments"].index.kind == "hnsw"
+    assert hnsw.search(x[4], k=1)[0].video.path == "v1.mp4"
