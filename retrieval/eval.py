@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="saved model folder or official .pth (default: the demo "
                    f"model, ${DEMO_MODEL_ENV} or models/demo); '{TINY_MODEL}' builds a random tiny model (tests)")
     p.add_argument("--model-overrides", default="{}", help="JSON of VideoTextConfig fields for the checkpoint")
-    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--num-frames", type=int, default=None, help="frames per video, middle sampling (default: what "
+                   "the model was built for, 8 for official checkpoints; an official .pth is interpolated to it)")
     p.add_argument("--image-size", type=int, default=None, help="default: the vision encoder's img_size")
     p.add_argument("--batch-size", type=int, default=8, help="videos per encoding batch")
     p.add_argument("--num-workers", type=int, default=0)
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="videos of a generated synthetic evaluation split (default: the generator's)")
     p.add_argument("--synth-train-videos", type=int, default=0,
                    help="videos of a generated synthetic train split for --train (default: the generator's)")
-    p.add_argument("--output", default=None, help="JSON results file (default: <cache>/results/<bench>-<key>.json)")
+    p.add_argument("--output", default=None, help="JSON results file (default: <cache>/results/<bench>-<split>.json)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--seed", type=int, default=0, help="seed of the random tiny model and of fine-tuning")
     t = p.add_argument_group("fine-tuning (--train)")
@@ -87,8 +88,9 @@ def load_model(args) -> tuple[torch.nn.Module, object, str]:
     which renames `text_encoder.bert.*` and drops `clip_teacher.*` / `text_encoder.cls.*` itself."""
     overrides = json.loads(args.model_overrides)
     if args.checkpoint == TINY_MODEL:
-        model, tokenizer = build_video_text_model(tiny_config(args.num_frames, args.seed))
-        return model.eval(), tokenizer, f"{TINY_MODEL}-seed{args.seed}-f{args.num_frames}"
+        frames = args.num_frames or 8
+        model, tokenizer = build_video_text_model(tiny_config(frames, args.seed))
+        return model.eval(), tokenizer, f"{TINY_MODEL}-seed{args.seed}-f{frames}"
     demo = Path(os.environ.get(DEMO_MODEL_ENV) or DEMO_MODEL_DIR)
     if not args.checkpoint and not demo.exists():
         raise SystemExit(f"error: no --checkpoint given and no demo model at {demo}; pass --checkpoint PATH "
@@ -96,7 +98,13 @@ def load_model(args) -> tuple[torch.nn.Module, object, str]:
     path = Path(args.checkpoint or demo)
     if not path.exists():
         raise SystemExit(f"error: --checkpoint {args.checkpoint!r} does not exist")
+    if path.is_file() and args.num_frames:  # the loader interpolates the temporal position embedding
+        overrides = {**overrides, "vision_overrides": {"num_frames": args.num_frames,
+                                                       **overrides.get("vision_overrides", {})}}
     model, tokenizer = load_video_text_model(str(path), **overrides)
+    built_for = model.vision_encoder.cfg.num_frames
+    if args.num_frames and args.num_frames != built_for:
+        raise SystemExit(f"error: {path} was saved for {built_for} frames; evaluate it with --num-frames {built_for}")
     return model, tokenizer, _weights_key(path, overrides)
 
 
@@ -286,13 +294,14 @@ def finetune_on(args, model, tokenizer, data_root: str, bench: Benchmark, cfg: E
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.num_frames < 1 or args.batch_size < 1 or args.k_test < 1:
+    if (args.num_frames is not None and args.num_frames < 1) or args.batch_size < 1 or args.k_test < 1:
         raise SystemExit("error: --num-frames, --batch-size and --k-test must be >= 1")
     device = init_distributed(args.device)
     data_root = args.data_root or str(synthetic_root(args.bench, Path(args.cache_dir), args.synth_videos,
                                                    args.synth_train_videos if args.train else None))
     bench = load_benchmark(args.bench, data_root, args.split)
     model, tokenizer, model_key = load_model(args)
+    args.num_frames = model.vision_encoder.cfg.num_frames
     model = model.to(device)
     cfg = EvalConfig(k_test=args.k_test, itm_batch_size=args.itm_batch_size, rerank=not args.no_rerank,
                      dual_softmax=args.dual_softmax, progress=not args.no_progress)

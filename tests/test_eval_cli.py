@@ -81,6 +81,13 @@ def test_official_shaped_checkpoint_loads_with_no_extra_flags(msrvtt_root, tmp_p
                               "--output", str(tmp_path / "o.json")])
     assert loaded["emb"] == direct["emb"] and loaded["itm"] == direct["itm"]
 
+    # another frame count: the loader interpolates temporal_pos_embedding of the official file
+    overrides["vision_overrides"] = {}
+    base[base.index("--num-frames") + 1] = "8"
+    eight = cli.main(base + ["--checkpoint", str(path), "--model-overrides", json.dumps(overrides),
+                             "--output", str(tmp_path / "8.json")])
+    assert eight["meta"]["num_frames"] == 8 and eight["counts"]["videos_evaluated"] == 10
+
 
 def test_missing_checkpoint_is_a_clear_error(msrvtt_root, tmp_path, monkeypatch):
     monkeypatch.setenv(cli.DEMO_MODEL_ENV, str(tmp_path / "no-demo-here"))
