@@ -122,6 +122,9 @@ def main() -> None:
     model = build_model(args.checkpoint, args.config)
     print(json.dumps({"threads": torch.get_num_threads(), "itm": bench_itm(model, args)}, indent=1))
     if args.full:
+        if not args.checkpoint:  # the CLI loads saved models: save the stand-in
+            args.checkpoint = tempfile.mkdtemp(prefix="bench_eval_model_")
+            model.save_pretrained(args.checkpoint)
         print(json.dumps({"full": bench_full(args)}, indent=1))
 
 
