@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from encoders.bert import (BertForMaskedLMFusion, build_text_encoder, load_tokenizer, pretrained_text_state_dict,
                            resolve_text_source)
+from encoders.checkpoint import checkpoint_filter_fn
 from encoders.clip_teacher import build_teacher
 from encoders.losses import (mask_tokens_for_mlm, mlm_loss, similarity, uta_loss, vtc_loss, vtm_loss, vtm_pairs)
 from encoders.masking import MASK_TYPES, make_mask
@@ -249,10 +250,6 @@ class VideoTextModel(nn.Module):
 
     def _filter_vision(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Let the vision encoder's checkpoint filter adapt `vision_encoder.*` (e.g. temporal pos-embed length)."""
-        try:
-            from encoders.checkpoint import checkpoint_filter_fn
-        except ImportError:
-            return sd
         prefix = "vision_encoder."
         vision = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         vision = checkpoint_filter_fn(vision, self.vision_encoder)
