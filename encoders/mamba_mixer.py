@@ -119,29 +119,28 @@ class BiMambaMixer(nn.Module):
 
     def _forward_full(self, hidden_states, fwd, bwd, fwd_orders, bwd_orders):
         xz = self._in_proj(hidden_states)
+        reads = [(fwd, index, False) for index in fwd_orders] + [(bwd, index, True) for index in bwd_orders]
         out = None
-        for branch, paths, reverse in ((fwd, fwd_orders, False), (bwd, bwd_orders, True)):
-            for index in paths:
-                seq = xz if index is None else gather_along(xz, index, -1)
-                if reverse:
-                    seq = seq.flip(-1)
-                y = self._scan(seq, branch)
-                del seq
-                if reverse:
-                    y = y.flip(-1)
-                if index is not None:
-                    y = scatter_along(y, index, -1)
-                out = y if out is None else out.add_(y)
-                del y
-        del xz
+        for n, (branch, index, reverse) in enumerate(reads):
+            seq = xz if index is None else gather_along(xz, index, -1)
+            if reverse:
+                seq = seq.flip(-1)
+            if n == len(reads) - 1:
+                xz = None  # the last read owns its copy: free the projection before scanning
+            y = self._scan(seq, branch)
+            del seq
+            if reverse:
+                y = y.flip(-1)
+            if index is not None:
+                y = scatter_along(y, index, -1)
+            out = y if out is None else out.add_(y)
+            del y
         return F.linear(out.transpose(1, 2), self.out_proj.weight, self.out_proj.bias)
 
     def _scan(self, xz: torch.Tensor, br: SSMBranch) -> torch.Tensor:
         """One direction: causal depthwise conv + SiLU, input-dependent dt/B/C, selective scan, gate by silu(z)."""
-        length = xz.shape[-1]
         x, z = xz.chunk(2, dim=1)
-        x = F.silu(F.conv1d(x, br.conv.weight, br.conv.bias, padding=self.d_conv - 1,
-                            groups=self.d_inner)[..., :length])
+        x = causal_conv1d_silu(x, br.conv.weight, br.conv.bias)
         dt, B, C = self._dt_b_c(x, br)
         return selective_scan_fn(x, dt, -torch.exp(br.A_log.float()), B, C, br.D.float(), z=z,
                                  delta_bias=br.dt_proj.bias.float(), delta_softplus=True)
@@ -195,16 +194,15 @@ class BiMambaMixer(nn.Module):
         x, z = xz.chunk(2, dim=1)
         x_in = torch.cat([tail.to(x.dtype), x], dim=-1)
         new_tail = x_in[..., x_in.shape[-1] - (self.d_conv - 1):].contiguous()
-        x = F.silu(F.conv1d(x_in, br.conv.weight, br.conv.bias, groups=self.d_inner))
+        x = causal_conv1d_silu(x_in, br.conv.weight, br.conv.bias)[..., self.d_conv - 1:]
         del x_in
         dt, B, C = self._dt_b_c(x, br)
         delta = F.softplus(dt.float() + br.dt_proj.bias.float()[:, None])
+        if state is not None:
+            x, delta, B, C, z = _prepend_state(state, x, delta, B, C, z)
         y, last = selective_scan_fn(x, delta, A, B, C, br.D.float(), z=z, return_last_state=True)
-        if state is not None:  # add what the carried state contributes: C_t · exp(A · cumsum(delta)) · h0
-            decay = torch.exp(torch.cumsum(delta, dim=-1)[..., None] * A[:, None, :])  # (B, d_inner, l, d_state)
-            carried = torch.einsum("bdln,bdn,bnl->bdl", decay, state, C.float())
-            y = (y.float() + carried * F.silu(z.float())).to(y.dtype)
-            last = last + decay[:, :, -1] * state
+        if state is not None:
+            y = y[..., self.d_state:]
         return y, last, new_tail
 
     def set_chunk_size(self, chunk_size: int | None):
@@ -212,3 +210,35 @@ class BiMambaMixer(nn.Module):
             raise ValueError(f"chunk_size must be a positive number of tokens or None, got {chunk_size}")
         self.chunk_size = chunk_size
 
+
+def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """SiLU(depthwise causal conv) of x (B, C, L) with weight (C, 1, K): K shifted multiply-adds in place,
+    which on CPU beats a grouped conv (one-tap-per-channel convs are slow in oneDNN) and needs no padded copy."""
+    taps = weight.shape[-1]
+    w = weight[:, 0].to(x.dtype)
+    out = x * w[:, taps - 1, None]
+    if bias is not None:
+        out += bias.to(x.dtype)[:, None]
+    for k in range(taps - 1):
+        shift = taps - 1 - k
+        if shift < x.shape[-1]:
+            out[..., shift:].addcmul_(x[..., :-shift], w[:, k, None])
+    return F.silu(out, inplace=not torch.is_grad_enabled())
+
+
+STATE_STEP = 1e-20  # delta of the state-loading steps: exp(STATE_STEP * A) == 1 in fp32 for |A| < 1e12
+
+
+def _prepend_state(state, x, delta, B, C, z):
+    """Load the carried state h0 (b, d, n) into a zero-initialised scan with n extra leading steps.
+
+    Step j has delta = STATE_STEP (no decay: exp(delta*A) rounds to 1), B = e_j and u = h0[:, :, j] / delta,
+    so it adds exactly h0[:, :, j] to state entry j; C = 0 and z = 0 make its outputs 0 (they are dropped).
+    The scan kernels take no initial state; this gives them one at the cost of n steps.
+    """
+    batch, d, n = state.shape
+    u0 = (state / STATE_STEP).to(x.dtype)
+    delta0 = delta.new_full((batch, d, n), STATE_STEP)
+    B0 = torch.eye(n, dtype=B.dtype, device=B.device).expand(batch, n, n)
+    return (torch.cat([u0, x], -1), torch.cat([delta0, delta], -1), torch.cat([B0, B], -1),
+            torch.cat([B0.new_zeros(batch, n, n), C], -1), torch.cat([z.new_zeros(batch, d, n), z], -1))

@@ -1,0 +1,63 @@
+"""Seconds per clip for one VideoMamba forward on CPU: Ti and M, 8 frames at 224x224, batch 1, fp32, no_grad.
+
+Targets: Ti <= 1 s, M <= 5 s (the official code with its reference scan: ~14 s and ~44 s on this machine).
+Each model is warmed up once, then timed --repeats times; the median is reported, with the scan backend used.
+Compare backends side by side with --backends cpp torch (sets VIDEOMAMBA_SCAN_BACKEND per run).
+
+    .venv/bin/python benchmarks/bench_inference.py
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def seconds_per_clip(name: str, frames: int, repeats: int, chunk: int | None) -> tuple[float, list[float], str]:
+    import torch
+
+    from encoders import create_model
+    from encoders.ops.selective_scan import last_backend
+
+    torch.manual_seed(0)
+    model = create_model(name, num_frames=frames, scan_chunk_size=chunk).eval()
+    video = torch.randn(1, 3, frames, 224, 224)
+    times = []
+    with torch.no_grad():
+        model(video, keep_temporal=True)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(video, keep_temporal=True)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), times, last_backend()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["videomamba_tiny", "videomamba_middle"])
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", nargs="+", default=["auto"])
+    parser.add_argument("--scan-chunk", type=int, default=0, help="chunked inference size in tokens (0 = off)")
+    args = parser.parse_args()
+    import torch
+
+    print(f"# {args.frames}x224x224, batch 1, fp32, no_grad, {torch.get_num_threads()} threads, "
+          f"scan_chunk_size={args.scan_chunk or None}")
+    print("| model | backend | median s/clip | runs (s) |")
+    print("|---|---|---|---|")
+    for backend in args.backends:
+        os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
+        for name in args.models:
+            median, times, used = seconds_per_clip(name, args.frames, args.repeats, args.scan_chunk or None)
+            print(f"| {name} | {used} | {median:.3f} | {', '.join(f'{t:.2f}' for t in times)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
