@@ -156,3 +156,14 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="chunk_size"):
         m.set_chunk_size(0)
     assert math.isclose(m.dt_rank, 1)
+
+
+def test_chunked_bf16_autocast_close_to_whole_sequence():
+    m = randomized_mixer()
+    h = torch.randn(1, 11, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        whole = m(h)
+        m.set_chunk_size(4)
+        chunked = m(h)
+    assert chunked.dtype == whole.dtype
+    assert (chunked.float() - whole.float()).abs().max() / whole.float().abs().max() < 5e-2
