@@ -1,6 +1,7 @@
 """Portable pure-PyTorch selective scan: runs on any device, differentiable, no compiled code.
 
-The recurrence h_t = a_t * h_{t-1} + x_t is split into chunks of about sqrt(L) steps: all chunks advance
+Tensors are time-major (l, b, d, n) so each step touches one contiguous slice. The recurrence
+h_t = a_t * h_{t-1} + x_t is split into chunks of about sqrt(L) steps: all chunks advance
 together through their steps, then a short loop carries the state across chunk boundaries, so Python iterates
 ~2·sqrt(L) times instead of L. Only products of decays (values in [0, 1] for A <= 0) are formed, never
 their inverses, so nothing overflows. The scan has its own backward (the same scan run in reverse time), so
@@ -16,34 +17,36 @@ import torch.nn.functional as F
 
 
 def _chunked_linear_scan(a, x):
-    """h with h_t = a_t h_{t-1} + x_t (h_{-1} = 0) along dim -2 of (..., L, n) tensors."""
-    length = a.shape[-2]
-    chunk = max(1, math.isqrt(length - 1) + 1)
-    num_chunks = -(-length // chunk)
-    pad = num_chunks * chunk - length
-    if pad:
-        a = F.pad(a, (0, 0, 0, pad), value=1.0)
-        x = F.pad(x, (0, 0, 0, pad))
-    a = a.unflatten(-2, (num_chunks, chunk))
-    x = x.unflatten(-2, (num_chunks, chunk))
+    """h with h_t = a_t h_{t-1} + x_t (h_{-1} = 0) along dim 0 of time-major (L, ...) tensors.
+
+    The first num_chunks * chunk steps go through the chunked scan; the few steps left over (fewer than
+    one chunk) continue sequentially from its last state, which avoids padded copies of a and x.
+    """
+    length = a.shape[0]
+    chunk = max(1, math.isqrt(length))
+    num_chunks = length // chunk
+    main = num_chunks * chunk
     h = torch.empty_like(x)
-    decay = torch.empty_like(a)  # product of a from the chunk start to step t
-    h[..., 0, :] = x[..., 0, :]
-    decay[..., 0, :] = a[..., 0, :]
+    a_main = a[:main].unflatten(0, (num_chunks, chunk))
+    x_main = x[:main].unflatten(0, (num_chunks, chunk))
+    h_main = h[:main].unflatten(0, (num_chunks, chunk))
+    decay = torch.empty_like(a_main)  # product of a from the chunk start to step t
+    h_main[:, 0] = x_main[:, 0]
+    decay[:, 0] = a_main[:, 0]
     for t in range(1, chunk):
-        torch.addcmul(x[..., t, :], a[..., t, :], h[..., t - 1, :], out=h[..., t, :])
-        torch.mul(a[..., t, :], decay[..., t - 1, :], out=decay[..., t, :])
-    carry = torch.zeros_like(h[..., 0, 0, :])
-    carries = []
-    for c in range(num_chunks):
-        carries.append(carry)
-        carry = torch.addcmul(h[..., c, -1, :], decay[..., c, -1, :], carry)
-    h = torch.addcmul(h, decay, torch.stack(carries, dim=-2).unsqueeze(-2))
-    return h.flatten(-3, -2)[..., :length, :]
+        torch.addcmul(x_main[:, t], a_main[:, t], h_main[:, t - 1], out=h_main[:, t])
+        torch.mul(a_main[:, t], decay[:, t - 1], out=decay[:, t])
+    carries = torch.zeros_like(h_main[:, 0])  # the state entering each chunk
+    for c in range(1, num_chunks):
+        torch.addcmul(h_main[c - 1, -1], decay[c - 1, -1], carries[c - 1], out=carries[c])
+    h_main.addcmul_(decay, carries.unsqueeze(1))
+    for t in range(main, length):
+        torch.addcmul(x[t], a[t], h[t - 1], out=h[t])
+    return h
 
 
 class LinearScan(torch.autograd.Function):
-    """h_t = a_t h_{t-1} + x_t with the adjoint scan as backward: dh_t = g_t + a_{t+1} dh_{t+1}."""
+    """h_t = a_t h_{t-1} + x_t over dim 0, with the adjoint scan as backward: dh_t = g_t + a_{t+1} dh_{t+1}."""
 
     @staticmethod
     def forward(ctx, a, x):
@@ -54,16 +57,16 @@ class LinearScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h):
         a, h = ctx.saved_tensors
-        a_next = F.pad(a[..., 1:, :], (0, 0, 0, 1))
-        dh = _chunked_linear_scan(a_next.flip(-2), grad_h.flip(-2)).flip(-2)
-        h_prev = F.pad(h[..., :-1, :], (0, 0, 1, 0))
+        a_next = torch.cat([a[1:], a.new_zeros(1, *a.shape[1:])])
+        dh = _chunked_linear_scan(a_next.flip(0), grad_h.flip(0)).flip(0)
+        h_prev = torch.cat([h.new_zeros(1, *h.shape[1:]), h[:-1]])
         return dh * h_prev, dh
 
 
-def _per_channel(t, dim):
-    """(b, n, l) or (b, g, n, l) -> (b, 1 or d, l, n), repeating groups over their channels."""
+def _time_major(t, dim):
+    """(b, n, l) or (b, g, n, l) -> (l, b, 1 or d, n), repeating groups over their channels."""
     t = t.unsqueeze(1) if t.dim() == 3 else t.repeat_interleave(dim // t.shape[1], dim=1)
-    return t.transpose(-1, -2)
+    return t.permute(3, 0, 1, 2)
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -77,13 +80,14 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     if delta_softplus:
         delta = F.softplus(delta)
     dim = u.shape[1]
-    B = _per_channel(B.to(compute), dim)
-    C = _per_channel(C.to(compute), dim)
-    decay = torch.exp(delta[..., None] * A[:, None, :])
-    h = LinearScan.apply(decay, (delta * u)[..., None] * B)
-    y = torch.einsum("bdln,bln->bdl", h, C[:, 0]) if C.shape[1] == 1 else torch.einsum("bdln,bdln->bdl", h, C)
+    B = _time_major(B.to(compute), dim)
+    C = _time_major(C.to(compute), dim)
+    delta_t = delta.permute(2, 0, 1)[..., None]                              # (l, b, d, 1)
+    decay = torch.exp(delta_t * A)                                           # (l, b, d, n)
+    h = LinearScan.apply(decay, (delta_t * u.permute(2, 0, 1)[..., None]) * B)
+    y = (h * C).sum(-1).permute(1, 2, 0)                                     # (b, d, l)
     out = y if D is None else y + u * D.to(compute)[:, None]
     if z is not None:
         out = out * F.silu(z.to(compute))
     out = out.to(dtype_in)
-    return (out, h[:, :, -1].detach()) if return_last_state else out
+    return (out, h[-1].detach()) if return_last_state else out
