@@ -278,7 +278,7 @@ class VideoTextModel(nn.Module):
         from_package = []
         if only_changed:
             reference = self._packaged_text_reference()
-            from_package = sorted(k for k, v in stored.items() if k in reference and torch.equal(v, reference[k]))
+            from_package = sorted(k for k, v in stored.items() if k in reference and torch.equal(v.detach().cpu(), reference[k]))
             stored = {k: v for k, v in stored.items() if k not in from_package}
         save_file({k: v.detach().contiguous().cpu() for k, v in stored.items()}, os.path.join(directory, WEIGHTS_NAME))
         cfg = dataclasses.asdict(self.cfg)
