@@ -40,9 +40,11 @@ def build(name: str, frames: int, chunk: int | None):
     return create_model(name, num_frames=frames, scan_chunk_size=chunk)
 
 
-def measure(name: str, frames: int, chunk: int | None, min_seconds: float, size: int) -> dict:
+def measure(name: str, frames: int, chunk: int | None, min_seconds: float, size: int, threads: int) -> dict:
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(name, frames, chunk).eval()
     video = torch.randn(1, 3, frames, size, size)
@@ -76,9 +78,9 @@ def measure(name: str, frames: int, chunk: int | None, min_seconds: float, size:
     return result
 
 
-def spawn(name: str, frames: int, chunk: int | None, min_seconds: float, size: int) -> dict:
+def spawn(name: str, frames: int, chunk: int | None, min_seconds: float, size: int, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--frames", str(frames), "--min-seconds", str(min_seconds),
-           "--size", str(size)]
+           "--size", str(size), "--threads", str(threads)]
     if chunk:
         cmd += ["--scan-chunk", str(chunk)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -90,15 +92,18 @@ def spawn(name: str, frames: int, chunk: int | None, min_seconds: float, size: i
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--scan-chunk", type=int, default=4096,
+    parser.add_argument("--scan-chunk", type=int, default=2048,
                         help="VideoMamba chunked-inference size in tokens (0 = whole sequence)")
     parser.add_argument("--compare-unchunked", action="store_true", help="also run VideoMamba without chunking")
     parser.add_argument("--min-seconds", type=float, default=3.0)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per run (0 = torch's default); 1 avoids OpenMP barrier stalls on a busy machine")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.worker, args.frames[0], args.scan_chunk or None, args.min_seconds, args.size)))
+        print(json.dumps(measure(args.worker, args.frames[0], args.scan_chunk or None, args.min_seconds, args.size,
+                                 args.threads)))
         return
     chunk = args.scan_chunk or None
     print(f"# batch 1, fp32, no_grad, {args.size}x{args.size}; VideoMamba scan_chunk_size={chunk}")
@@ -108,13 +113,13 @@ def main():
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for frames in args.frames:
-        vit = spawn("vit_tiny", frames, None, args.min_seconds, args.size)
-        vm = spawn("videomamba_tiny", frames, chunk, args.min_seconds, args.size)
+        vit = spawn("vit_tiny", frames, None, args.min_seconds, args.size, args.threads)
+        vm = spawn("videomamba_tiny", frames, chunk, args.min_seconds, args.size, args.threads)
         row = (f"| {frames} | {vit['clips_per_s']:.3f} | {vm['clips_per_s']:.3f} | "
                f"{vm['clips_per_s'] / vit['clips_per_s']:.2f}x | {vit['peak_mb']:.0f} | {vm['peak_mb']:.0f} | "
                f"{vit['peak_mb'] / max(vm['peak_mb'], 1e-3):.2f}x |")
         if args.compare_unchunked:
-            whole = spawn("videomamba_tiny", frames, None, args.min_seconds, args.size)
+            whole = spawn("videomamba_tiny", frames, None, args.min_seconds, args.size, args.threads)
             row += f" {whole['clips_per_s']:.3f} | {whole['peak_mb']:.0f} |"
         print(row, flush=True)
         print(f"<!-- {json.dumps([vit, vm])} -->", flush=True)

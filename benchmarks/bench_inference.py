@@ -45,8 +45,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", nargs="+", default=["auto"])
     parser.add_argument("--scan-chunk", type=int, default=0, help="chunked inference size in tokens (0 = off)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"# {args.frames}x224x224, batch 1, fp32, no_grad, {torch.get_num_threads()} threads, "
           f"scan_chunk_size={args.scan_chunk or None}")

@@ -294,32 +294,33 @@ class VideoMamba(nn.Module):
         return torch.stack([decoder(student[k] + pos) for k, decoder in enumerate(self.clip_decoder)])
 
 
-def _build(embed_dim: int, depth: int, **overrides) -> VideoMamba:
-    return VideoMamba(VideoMambaConfig(embed_dim=embed_dim, depth=depth, **overrides))
+def _build(embed_dim: int, depth: int, overrides: dict) -> VideoMamba:
+    """A registered size; any config field, the size's own included, can be overridden."""
+    return VideoMamba(VideoMambaConfig(**{"embed_dim": embed_dim, "depth": depth, **overrides}))
 
 
 @register_model
 def videomamba_tiny(**overrides) -> VideoMamba:
-    return _build(192, 24, **overrides)
+    return _build(192, 24, overrides)
 
 
 @register_model
 def videomamba_small(**overrides) -> VideoMamba:
-    return _build(384, 24, **overrides)
+    return _build(384, 24, overrides)
 
 
 @register_model
 def videomamba_middle(**overrides) -> VideoMamba:
-    return _build(576, 32, **overrides)
+    return _build(576, 32, overrides)
 
 
 @register_model
 def videomamba_base(**overrides) -> VideoMamba:
     """Image-only size in the official release (ImageNet weights); use num_frames=1 and use_image=True."""
-    return _build(768, 24, **overrides)
+    return _build(768, 24, overrides)
 
 
 @register_model
 def videomamba_test_tiny(**overrides) -> VideoMamba:
     """A few-thousand-parameter VideoMamba for tests: width 32, 2 blocks, 32x32 frames, patch 8, 4 frames."""
-    return _build(**{"embed_dim": 32, "depth": 2, "img_size": 32, "patch_size": 8, "num_frames": 4, **overrides})
+    return _build(32, 2, {"img_size": 32, "patch_size": 8, "num_frames": 4, **overrides})
