@@ -35,7 +35,7 @@ class EvalConfig:
     text_batch_size: int = 256
     itm_batch_size: int = 64
     itm_video_chunk: int = 8  # videos whose cross-attention keys/values are projected together
-    project_vision_once: bool = True  # False: every pair projects its own vision tokens (slower, same scores)
+    project_vision_once: bool = True  # False: the model's plain `itm_logits` per pair (slower, same scores)
     rerank: bool = True
     dual_softmax: bool = False
     dual_softmax_scale: float = 100.0
@@ -161,13 +161,25 @@ class _ProjectedOnce(nn.Module):
         return self.projected[index[0]].expand(len(index), -1, -1)  # a view: attention reads it without a copy
 
 
-def cross_attentions(model) -> list[nn.Module]:
-    """The fusion layers' cross-attention modules (with `key`/`value` projections of the vision tokens) of an
-    `encoders.umt.VideoTextModel`; [] for other models, which then project vision tokens per pair."""
+def fusion_layers(model) -> list[nn.Module]:
+    """The cross-attending layers of an `encoders.umt.VideoTextModel`'s text encoder; [] for other models, which
+    are scored through their own `itm_logits` with vision tokens projected per pair."""
     layers = getattr(getattr(getattr(model, "text_bert", None), "encoder", None), "layer", None)
-    if layers is None:
-        return []
-    return [layer.crossattention.self for layer in layers if getattr(layer, "has_cross_attention", False)]
+    return [layer for layer in layers or () if getattr(layer, "has_cross_attention", False)]
+
+
+def cls_match_logits(model, layers: list[nn.Module], vision, text_tokens: torch.Tensor,
+                     text_mask: torch.Tensor) -> torch.Tensor:
+    """`model.itm_logits` through the same fusion layers, computing in the last one only what its [CLS] output
+    needs: its self-attention keys/values span every text token, but its queries, cross-attention and
+    feed-forward run on [CLS] alone (the head reads nothing else)."""
+    x = text_tokens
+    for i, layer in enumerate(layers):
+        query = x[:, :1] if i == len(layers) - 1 else x
+        h = layer.attention.output(layer.attention.self(query, x, text_mask), query)
+        h = layer.crossattention(h, vision, None)
+        x = layer.output(layer.intermediate(h), h)
+    return model.itm_head(x[:, 0])
 
 
 @contextmanager
@@ -197,12 +209,13 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
     scores summed); each chunk's vision tokens go through the cross-attention projections once. Each video's
     pairs then run in batches of up to `cfg.itm_batch_size` texts, reusing the text-encoder tokens computed at
     encoding time, grouped by text length and cut to the longest text of the batch (padding is masked out, so
-    the scores do not change).
+    the scores do not change), through `cls_match_logits` (the last fusion layer for [CLS] only).
     """
     if len(pairs) > 1 and bool((pairs[1:, 0] < pairs[:-1, 0]).any()):
         raise ValueError("itm_scores needs pairs ordered by video index")
     rank, world = rank_world(cfg.split_across_ranks)
-    attentions = cross_attentions(model) if cfg.project_vision_once else []
+    layers = fusion_layers(model) if cfg.project_vision_once else []
+    attentions = [layer.crossattention.self for layer in layers]
     scores = torch.zeros(len(pairs))
     text_lengths = last_token_position(emb.text_mask) + 1
     n_videos = emb.vision_tokens.shape[0]
@@ -223,8 +236,9 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
                     width = int(text_lengths[t].max())  # columns masked in every row change nothing
                     vision = (torch.full((len(t),), v - v0, device=device) if attentions
                               else chunk[v - v0].expand(len(t), -1, -1))
-                    logits = model.itm_logits(vision, emb.text_tokens[t, :width].to(device),
-                                              emb.text_mask[t, :width].to(device))
+                    tokens, mask = emb.text_tokens[t, :width].to(device), emb.text_mask[t, :width].to(device)
+                    logits = (cls_match_logits(model, layers, vision, tokens, mask) if layers
+                              else model.itm_logits(vision, tokens, mask))
                     scores[rows] = logits[:, 1].float().cpu()
     return _sum_across_ranks(scores, cfg.split_across_ranks)
 

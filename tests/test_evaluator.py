@@ -6,7 +6,7 @@ from retrieval.evaluator import (
     ITM_FILL,
     EvalConfig,
     Embeddings,
-    cross_attentions,
+    fusion_layers,
     encode_texts,
     encode_videos,
     evaluate,
@@ -50,10 +50,13 @@ def tokenize(texts):
 
 
 def tiny_video_text_model():
+    """The CLI's tiny model with two fusion layers, so re-ranking's [CLS]-only last layer follows a full one."""
+    from dataclasses import replace
+
     from encoders.umt import build_video_text_model
     from retrieval.eval import tiny_config
 
-    return build_video_text_model(tiny_config(num_frames=2, seed=0))[0].eval()
+    return build_video_text_model(replace(tiny_config(num_frames=2, seed=0), fusion_layers=2))[0].eval()
 
 
 def make_embeddings(model, n_videos=6, n_texts=6, frames=3, size=4):
@@ -79,7 +82,7 @@ def test_rerank_is_itm_logit_on_top_k_and_minus_100_elsewhere(kind, project_once
     if kind == "umt_tiny":
         model = tiny_video_text_model()
         emb = make_embeddings(model, frames=2, size=32)
-        assert len(cross_attentions(model)) == 1
+        assert len(fusion_layers(model)) == 2
     else:
         model = PairScorer().eval()
         emb = make_embeddings(model)
