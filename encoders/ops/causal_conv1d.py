@@ -51,6 +51,6 @@ def causal_conv1d_fn(x, weight, bias=None, activation=None):
     """Causal depthwise conv (+ optional SiLU): the CUDA kernel for CUDA tensors when installed, else F.conv1d."""
     _check(x, weight, bias, activation)
     if x.is_cuda and _cuda_kernel() is not None:
-        return _cuda_kernel()(x, weight, bias, activation)
+        return _cuda_kernel()(x, weight, bias, activation=activation)
     out = F.conv1d(F.pad(x, (weight.shape[1] - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
     return F.silu(out) if activation is not None else out
