@@ -114,7 +114,8 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     name = resolve_backend(backend, u.is_cuda, u.dtype == torch.float64)
     _last["backend"] = name
     if name == "cuda":
-        return _mamba_ssm_scan()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        return _mamba_ssm_scan()(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                                 return_last_state=return_last_state)
     if name == "cpp":
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     scan = selective_scan_torch if name == "torch" else selective_scan_ref
