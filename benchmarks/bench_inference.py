@@ -1,7 +1,8 @@
 """Seconds per clip for one VideoMamba forward on CPU: Ti and M, 8 frames at 224x224, batch 1, fp32, no_grad.
 
 Targets: Ti <= 1 s, M <= 5 s (the official code with its reference scan: ~14 s and ~44 s on this machine).
-Each model is warmed up once, then timed --repeats times; the median is reported, with the scan backend used.
+Each model is warmed up once, then timed --repeats times; the median wall time is reported, with the scan backend
+used and the process CPU time (a proxy for an idle core when the machine is shared and --threads 1).
 Compare backends side by side with --backends cpp torch (sets VIDEOMAMBA_SCAN_BACKEND per run).
 
     .venv/bin/python benchmarks/bench_inference.py
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def seconds_per_clip(name: str, frames: int, repeats: int, chunk: int | None) -> tuple[float, list[float], str]:
+def seconds_per_clip(name: str, frames: int, repeats: int, chunk: int | None):
+    """(median wall s, wall s of each run, median CPU s of the process, scan backend)."""
     import torch
 
     from encoders import create_model
@@ -28,14 +30,15 @@ def seconds_per_clip(name: str, frames: int, repeats: int, chunk: int | None) ->
     torch.manual_seed(0)
     model = create_model(name, num_frames=frames, scan_chunk_size=chunk).eval()
     video = torch.randn(1, 3, frames, 224, 224)
-    times = []
+    times, cpu = [], []
     with torch.no_grad():
         model(video, keep_temporal=True)
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             model(video, keep_temporal=True)
             times.append(time.perf_counter() - start)
-    return statistics.median(times), times, last_backend()
+            cpu.append(time.process_time() - cpu_start)
+    return statistics.median(times), times, statistics.median(cpu), last_backend()
 
 
 def main():
@@ -54,13 +57,14 @@ def main():
 
     print(f"# {args.frames}x224x224, batch 1, fp32, no_grad, {torch.get_num_threads()} threads, "
           f"scan_chunk_size={args.scan_chunk or None}")
-    print("| model | backend | median s/clip | runs (s) |")
-    print("|---|---|---|---|")
+    print("| model | backend | median s/clip | runs (s) | median CPU s/clip |")
+    print("|---|---|---|---|---|")
     for backend in args.backends:
         os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
         for name in args.models:
-            median, times, used = seconds_per_clip(name, args.frames, args.repeats, args.scan_chunk or None)
-            print(f"| {name} | {used} | {median:.3f} | {', '.join(f'{t:.2f}' for t in times)} |", flush=True)
+            median, times, cpu, used = seconds_per_clip(name, args.frames, args.repeats, args.scan_chunk or None)
+            print(f"| {name} | {used} | {median:.3f} | {', '.join(f'{t:.2f}' for t in times)} | {cpu:.2f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
