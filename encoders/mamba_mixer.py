@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from encoders.ops.causal_conv1d import causal_conv1d_fn
 from encoders.ops.selective_scan import selective_scan_fn
 from encoders.scan_order import gather_along, scatter_along
 
@@ -212,8 +213,11 @@ class BiMambaMixer(nn.Module):
 
 
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """SiLU(depthwise causal conv) of x (B, C, L) with weight (C, 1, K): K shifted multiply-adds in place,
-    which on CPU beats a grouped conv (one-tap-per-channel convs are slow in oneDNN) and needs no padded copy."""
+    """SiLU(depthwise causal conv) of x (B, C, L) with weight (C, 1, K). On CUDA: `causal_conv1d_fn` (the fused
+    kernel when installed). On CPU: K shifted multiply-adds in place, which beats the grouped F.conv1d there
+    (oneDNN's depthwise conv is slow for this shape) and needs no padded copy."""
+    if x.is_cuda:
+        return causal_conv1d_fn(x, weight[:, 0], bias, activation="silu")
     taps = weight.shape[-1]
     w = weight[:, 0].to(x.dtype)
     out = x * w[:, taps - 1, None]
