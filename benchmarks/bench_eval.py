@@ -8,7 +8,7 @@
    (generation excluded), with the encode / score split.
 
     .venv/bin/python benchmarks/bench_eval.py --videos 16 --texts 16
-    .venv/bin/python benchmarks/bench_eval.py --full 1000 --checkpoint models/demo
+    .venv/bin/python benchmarks/bench_eval.py --full 1000 --checkpoint encoders/pretrained/videomamba_demo
 """
 from __future__ import annotations
 

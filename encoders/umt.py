@@ -25,6 +25,14 @@ from encoders.registry import create_model
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+DEMO_MODEL_ENV = "VMR_DEMO_MODEL"
+DEMO_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "videomamba_demo")
+
+
+def demo_model_path() -> str:
+    """The embedded default model of the service, the evaluator and the README: $VMR_DEMO_MODEL if set, else the
+    committed demo model (encoders/pretrained/videomamba_demo)."""
+    return os.environ.get(DEMO_MODEL_ENV) or DEMO_MODEL_DIR
 
 
 @dataclass

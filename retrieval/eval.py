@@ -21,15 +21,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
-from encoders.umt import VideoTextConfig, build_video_text_model, load_video_text_model, make_tokenize
+from encoders.umt import (DEMO_MODEL_ENV, VideoTextConfig, build_video_text_model, demo_model_path,
+                          load_video_text_model, make_tokenize)
 from retrieval.corpora import Benchmark, get_corpus, list_corpora, load_benchmark, load_pairs
 from retrieval.datasets import BadMediaWarning, SkipLog, VideoEvalDataset, VideoTextTrainDataset
 from retrieval.evaluator import EvalConfig, Embeddings, encode_texts, encode_videos, evaluate, rank_world
 
 DEFAULT_CACHE = Path(os.environ.get("VIDEOMAMBA_CACHE", Path.home() / ".cache" / "videomamba-retrieval"))
 TINY_MODEL = "random-tiny"
-DEMO_MODEL_ENV = "VMR_DEMO_MODEL"  # the same demo-model convention as the service
-DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder with anno_downstream/ and the videos; "
                    "omitted: a synthetic split is generated into the cache folder")
     p.add_argument("--checkpoint", default=None, help="saved model folder or official .pth (default: the demo "
-                   f"model, ${DEMO_MODEL_ENV} or models/demo); '{TINY_MODEL}' builds a random tiny model (tests)")
+                   f"model: ${DEMO_MODEL_ENV} or encoders/pretrained/videomamba_demo); "
+                   f"'{TINY_MODEL}' builds a random tiny model (tests)")
     p.add_argument("--model-overrides", default="{}", help="JSON of VideoTextConfig fields for the checkpoint")
     p.add_argument("--num-frames", type=int, default=None, help="frames per video, middle sampling (default: what "
                    "the model was built for, 8 for official checkpoints; an official .pth is interpolated to it)")
@@ -91,7 +91,7 @@ def load_model(args) -> tuple[torch.nn.Module, object, str]:
         frames = args.num_frames or 8
         model, tokenizer = build_video_text_model(tiny_config(frames, args.seed))
         return model.eval(), tokenizer, f"{TINY_MODEL}-seed{args.seed}-f{frames}"
-    demo = Path(os.environ.get(DEMO_MODEL_ENV) or DEMO_MODEL_DIR)
+    demo = Path(demo_model_path())
     if not args.checkpoint and not demo.exists():
         raise SystemExit(f"error: no --checkpoint given and no demo model at {demo}; pass --checkpoint PATH "
                          f"(a saved model folder or an official .pth) or --checkpoint {TINY_MODEL}")

@@ -7,18 +7,15 @@ DiDeMo-style videos show segment search. Everything is built once in the data di
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
+from encoders.umt import demo_model_path
 from service.config import ServiceConfig
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL_ENV = "VMR_DEMO_MODEL"
-DEMO_MODEL_DIR = REPO_ROOT / "models" / "demo"
 SYNTH_COUNTS = dict(msrvtt_test=24, didemo_test=3)
 SYNTH_LONG_SECONDS = (12.0, 16.0)
 
@@ -27,7 +24,7 @@ def resolve_model_path(config: ServiceConfig) -> str:
     """The configured model, else the committed demo model (or $VMR_DEMO_MODEL)."""
     if config.model_path:
         return config.model_path
-    demo = Path(os.environ.get(DEMO_MODEL_ENV) or DEMO_MODEL_DIR)
+    demo = Path(demo_model_path())
     if not demo.exists():
         raise FileNotFoundError(f"no model configured and no demo model at {demo}: pass --model-path DIR "
                                 "(a save_pretrained folder or an official .pth)")
