@@ -1,5 +1,7 @@
 """Two CPU processes under torchrun (gloo): after a few DDP steps both ranks hold identical weights, and the
-first step's gradient equals a single-process step on the concatenated batch.
+first step's gradient equals a single-process step on the concatenated batch. Weights are not compared with the
+single process after the steps: AdamW divides by sqrt(v), so float noise in near-zero gradient entries turns
+into whole-step differences (measured: 2.6e-3 on one entry after 3 steps at lr 1e-2).
 
 Why this comparison is exact: the single process uses batch 2B from the same (seed, epoch) permutation, which
 is rank 0's slice followed by rank 1's slice (ShardedBatchSampler cuts global batches contiguously). VTC
@@ -108,8 +110,6 @@ def test_two_ranks_match_single_process(tmp_path, kind):
     for name, g in single["grads"].items():
         torch.testing.assert_close(ranks[0]["grads"][name], g, rtol=1e-3, atol=1e-5,
                                    msg=f"DDP gradient of {name} differs from the single-process gradient")
-    for name, w in single["weights"].items():  # AdamW divides by sqrt(v): float noise in tiny gradients grows
-        torch.testing.assert_close(ranks[0]["weights"][name], w, rtol=1e-3, atol=1e-3)  # < 0.1 of one lr=1e-2 step
     assert (tmp_path / "checkpoints").is_dir() and (tmp_path / "train.log").is_file()
     assert not list(tmp_path.glob("rank1*/train.log"))
 
