@@ -76,10 +76,18 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(kv_width, hidden_size)
         self.value = nn.Linear(kv_width, hidden_size)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(key, value)` of `context`, to compute once and reuse for many queries (see `forward`)."""
+        return self.key(context), self.value(context)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                context_mask: torch.Tensor | None) -> torch.Tensor:
+        """`context`: the tokens to attend to, or their `project_context` output; that may be a view `expand`ed
+        over the batch, so queries sharing a context do not copy its keys/values."""
         B, L, C = x.shape
         heads = lambda t: t.view(B, -1, self.num_heads, C // self.num_heads).transpose(1, 2)
-        q, k, v = heads(self.query(x)), heads(self.key(context)), heads(self.value(context))
+        key, value = context if isinstance(context, tuple) else self.project_context(context)
+        q, k, v = heads(self.query(x)), heads(key), heads(value)
         attn_mask = None if context_mask is None else context_mask[:, None, None, :].bool()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                              dropout_p=self.dropout if self.training else 0.0)
@@ -111,8 +119,10 @@ class FusionBertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x, attention_mask, vision=None, vision_mask=None):
-        x = self.attention(x, x, attention_mask)
+    def forward(self, x, attention_mask, vision=None, vision_mask=None, cls_only: bool = False):
+        """`vision`: tokens or their cross-attention `(key, value)`. cls_only: output only position 0 (its
+        self-attention still reads every token), for heads that read nothing else."""
+        x = self.attention(x[:, :1] if cls_only else x, x, attention_mask)
         if self.has_cross_attention:
             if vision is None:
                 raise ValueError("a fusion layer needs vision tokens (encoder_hidden_states)")
@@ -171,25 +181,45 @@ class BertTextEncoder(nn.Module):
         for layer in self.encoder.layer[: self.fusion_layer]:
             yield from layer.parameters()
 
+    def fusion_layers(self) -> list[FusionBertLayer]:
+        return list(self.encoder.layer[self.fusion_layer:])
+
+    def project_vision(self, vision_tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention `(key, value)` of `vision_tokens` for every fusion layer, for `forward`'s `encoder_kv`:
+        projected once, they serve any number of texts (projecting the vision tokens dominates a fusion pass)."""
+        return [layer.crossattention.self.project_context(vision_tokens) for layer in self.fusion_layers()]
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 encoder_hidden_states: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
-                mode: str = "multimodal", text_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Last hidden states (B, L, hidden). mode "fusion" takes `text_embeds` (the text-mode output)."""
+                mode: str = "multimodal", text_embeds: torch.Tensor | None = None,
+                encoder_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                cls_only: bool = False) -> torch.Tensor:
+        """Last hidden states (B, L, hidden). mode "fusion" takes `text_embeds` (the text-mode output).
+
+        `encoder_kv` (from `project_vision`) replaces `encoder_hidden_states` in the fusion layers. cls_only: the
+        last layer computes [CLS] only and the result is (B, 1, hidden).
+        """
         if mode not in TEXT_MODES:
             raise ValueError(f"mode must be one of {TEXT_MODES}, got {mode!r}")
+        if encoder_kv is not None and len(encoder_kv) != len(self.fusion_layers()):
+            raise ValueError(f"encoder_kv has {len(encoder_kv)} (key, value) pairs, the encoder "
+                             f"{len(self.fusion_layers())} fusion layers")
         if mode == "fusion":
             if text_embeds is None:
                 raise ValueError("mode 'fusion' needs text_embeds (the output of mode 'text')")
-            x, layers = text_embeds, self.encoder.layer[self.fusion_layer:]
+            x, first = text_embeds, self.fusion_layer
         else:
             if input_ids is None:
                 raise ValueError(f"mode {mode!r} needs input_ids")
-            x = self.embeddings(input_ids=input_ids)
-            layers = self.encoder.layer if mode == "multimodal" else self.encoder.layer[: self.fusion_layer]
+            x, first = self.embeddings(input_ids=input_ids), 0
+        end = self.fusion_layer if mode == "text" else len(self.encoder.layer)
         if attention_mask is None:
             attention_mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        for layer in layers:
-            x = layer(x, attention_mask, encoder_hidden_states, encoder_attention_mask)
+        for i in range(first, end):
+            vision = (encoder_kv[i - self.fusion_layer] if encoder_kv is not None and i >= self.fusion_layer
+                      else encoder_hidden_states)
+            x = self.encoder.layer[i](x, attention_mask, vision, encoder_attention_mask,
+                                      cls_only=cls_only and i == end - 1)
         return x
 
 

@@ -142,11 +142,22 @@ class VideoTextModel(nn.Module):
         """L2-normalised text embeddings (B, E)."""
         return nn.functional.normalize(self.text_proj(self.encode_text(input_ids, attention_mask)[1]), dim=-1)
 
-    def itm_logits(self, vision_tokens: torch.Tensor, text_tokens: torch.Tensor,
-                   text_mask: torch.Tensor) -> torch.Tensor:
-        """Match/no-match logits (B, 2) from the fusion layers' [CLS] (text cross-attends to all vision tokens)."""
+    def project_vision_for_itm(self, vision_tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every fusion layer's cross-attention `(key, value)` of `vision_tokens` (B, N, D), for `itm_logits`'
+        `vision_kv`: re-ranking scores one video against many texts, and projecting its ~1.5k tokens once per
+        video instead of once per pair removes most of the cost. Index row i and `expand` it over the texts."""
+        return self.text_bert.project_vision(vision_tokens)
+
+    def itm_logits(self, vision_tokens: torch.Tensor | None, text_tokens: torch.Tensor, text_mask: torch.Tensor,
+                   vision_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                   cls_only: bool = False) -> torch.Tensor:
+        """Match/no-match logits (B, 2) from the fusion layers' [CLS] (text cross-attends to all vision tokens).
+
+        `vision_kv` (from `project_vision_for_itm`) stands in for `vision_tokens`. cls_only=True computes the last
+        fusion layer for [CLS] alone (the head reads nothing else): same logits, less work.
+        """
         fused = self.text_bert(attention_mask=text_mask, encoder_hidden_states=vision_tokens, mode="fusion",
-                               text_embeds=text_tokens)
+                               text_embeds=text_tokens, encoder_kv=vision_kv, cls_only=cls_only)
         return self.itm_head(fused[:, 0])
 
     # -- training -----------------------------------------------------------------------------------------------

@@ -7,18 +7,17 @@ Two score sets, as the official code reports them:
 Optionally `emb_dsl`: dual-softmax applied to the ITC matrices (not part of the official protocol).
 
 The model is anything with `encode_vision`, `encode_text`, `vision_proj`, `text_proj` and `itm_logits`
-(`encoders.umt.VideoTextModel`). Under torch.distributed, videos and ITM pairs are split across ranks and the
-results summed with all_reduce, like the official code.
+(`encoders.umt.VideoTextModel`); one that also has `project_vision_for_itm` (and `itm_logits`' `vision_kv` and
+`cls_only`) is re-ranked with each video's cross-attention keys/values projected once. Under torch.distributed,
+videos and ITM pairs are split across ranks and the results summed with all_reduce, like the official code.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -145,56 +144,6 @@ def rerank_pairs(v2t_itc: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return v2t_mask, t2v_mask, pairs
 
 
-class _ProjectedOnce(nn.Module):
-    """Stands in for a fusion layer's cross-attention key or value projection while re-ranking: the vision
-    tokens of a chunk of videos are projected once, and the "vision tokens" passed through the model are the
-    chunk-local video index of each pair (one video per batch). Projecting 1568 tokens per pair is most of the
-    ITM cost otherwise."""
-
-    def __init__(self, projected: torch.Tensor):
-        super().__init__()
-        self.projected = projected
-
-    def forward(self, index: torch.Tensor) -> torch.Tensor:
-        if not bool((index == index[0]).all()):
-            raise ValueError("a re-ranking batch must hold the pairs of one video")
-        return self.projected[index[0]].expand(len(index), -1, -1)  # a view: attention reads it without a copy
-
-
-def fusion_layers(model) -> list[nn.Module]:
-    """The cross-attending layers of an `encoders.umt.VideoTextModel`'s text encoder; [] for other models, which
-    are scored through their own `itm_logits` with vision tokens projected per pair."""
-    layers = getattr(getattr(getattr(model, "text_bert", None), "encoder", None), "layer", None)
-    return [layer for layer in layers or () if getattr(layer, "has_cross_attention", False)]
-
-
-def cls_match_logits(model, layers: list[nn.Module], vision, text_tokens: torch.Tensor,
-                     text_mask: torch.Tensor) -> torch.Tensor:
-    """`model.itm_logits` through the same fusion layers, computing in the last one only what its [CLS] output
-    needs: its self-attention keys/values span every text token, but its queries, cross-attention and
-    feed-forward run on [CLS] alone (the head reads nothing else)."""
-    x = text_tokens
-    for i, layer in enumerate(layers):
-        query = x[:, :1] if i == len(layers) - 1 else x
-        h = layer.attention.output(layer.attention.self(query, x, text_mask), query)
-        h = layer.crossattention(h, vision, None)
-        x = layer.output(layer.intermediate(h), h)
-    return model.itm_head(x[:, 0])
-
-
-@contextmanager
-def vision_projected_once(attentions: list[nn.Module], vision_tokens: torch.Tensor):
-    """Within the block, cross-attention keys/values come from `vision_tokens` projected once (see `_ProjectedOnce`)."""
-    saved = [(a.key, a.value) for a in attentions]
-    try:
-        for a, (key, value) in zip(attentions, saved):
-            a.key, a.value = _ProjectedOnce(key(vision_tokens)), _ProjectedOnce(value(vision_tokens))
-        yield
-    finally:
-        for a, (key, value) in zip(attentions, saved):
-            a.key, a.value = key, value
-
-
 def last_token_position(mask: torch.Tensor) -> torch.Tensor:
     """Index of the last unmasked token of each row (0 for an all-masked row)."""
     positions = torch.arange(mask.shape[1]).expand_as(mask)
@@ -206,16 +155,16 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
     """ITM "match" logit (`itm_logits(...)[:, 1]`, no softmax) for each (video, text) pair.
 
     `pairs` must be ordered by video. Videos are taken in chunks of `cfg.itm_video_chunk` (split across ranks,
-    scores summed); each chunk's vision tokens go through the cross-attention projections once. Each video's
-    pairs then run in batches of up to `cfg.itm_batch_size` texts, reusing the text-encoder tokens computed at
-    encoding time, grouped by text length and cut to the longest text of the batch (padding is masked out, so
-    the scores do not change), through `cls_match_logits` (the last fusion layer for [CLS] only).
+    scores summed); with `cfg.project_vision_once` each chunk's vision tokens go through the cross-attention
+    projections once (`project_vision_for_itm`) and the last fusion layer runs for [CLS] only. Each video's
+    pairs then run in batches of up to `cfg.itm_batch_size` texts, sharing the video's keys/values as a view,
+    reusing the text-encoder tokens computed at encoding time, grouped by text length and cut to the longest
+    text of the batch (padding is masked out, so the scores do not change).
     """
     if len(pairs) > 1 and bool((pairs[1:, 0] < pairs[:-1, 0]).any()):
         raise ValueError("itm_scores needs pairs ordered by video index")
     rank, world = rank_world(cfg.split_across_ranks)
-    layers = fusion_layers(model) if cfg.project_vision_once else []
-    attentions = [layer.crossattention.self for layer in layers]
+    once = cfg.project_vision_once and hasattr(model, "project_vision_for_itm")
     scores = torch.zeros(len(pairs))
     text_lengths = last_token_position(emb.text_mask) + 1
     n_videos = emb.vision_tokens.shape[0]
@@ -226,20 +175,22 @@ def itm_scores(model, emb: Embeddings, pairs: torch.Tensor, cfg: EvalConfig, dev
         if bounds[v0] == bounds[v1]:
             continue
         chunk = emb.vision_tokens[v0:v1].to(device)
-        with vision_projected_once(attentions, chunk) if attentions else nullcontext():
-            for v in range(v0, v1):  # one video per batch: its keys/values are shared, not copied per pair
-                lo, hi = bounds[v], bounds[v + 1]
-                order = lo + text_lengths[pairs[lo:hi, 1]].argsort(stable=True)  # similar lengths share a batch
-                for s in range(0, hi - lo, cfg.itm_batch_size):
-                    rows = order[s : s + cfg.itm_batch_size]
-                    t = pairs[rows, 1]
-                    width = int(text_lengths[t].max())  # columns masked in every row change nothing
-                    vision = (torch.full((len(t),), v - v0, device=device) if attentions
-                              else chunk[v - v0].expand(len(t), -1, -1))
-                    tokens, mask = emb.text_tokens[t, :width].to(device), emb.text_mask[t, :width].to(device)
-                    logits = (cls_match_logits(model, layers, vision, tokens, mask) if layers
-                              else model.itm_logits(vision, tokens, mask))
-                    scores[rows] = logits[:, 1].float().cpu()
+        chunk_kv = model.project_vision_for_itm(chunk) if once else None
+        for v in range(v0, v1):  # one video per batch: its keys/values are shared, not copied per pair
+            lo, hi = bounds[v], bounds[v + 1]
+            order = lo + text_lengths[pairs[lo:hi, 1]].argsort(stable=True)  # similar lengths share a batch
+            for s in range(0, hi - lo, cfg.itm_batch_size):
+                rows = order[s : s + cfg.itm_batch_size]
+                t = pairs[rows, 1]
+                width = int(text_lengths[t].max())  # columns masked in every row change nothing
+                tokens, mask = emb.text_tokens[t, :width].to(device), emb.text_mask[t, :width].to(device)
+                share = lambda x: x[v - v0].expand(len(t), -1, -1)
+                if once:
+                    kv = [(share(key), share(value)) for key, value in chunk_kv]
+                    logits = model.itm_logits(None, tokens, mask, vision_kv=kv, cls_only=True)
+                else:
+                    logits = model.itm_logits(share(chunk), tokens, mask)
+                scores[rows] = logits[:, 1].float().cpu()
     return _sum_across_ranks(scores, cfg.split_across_ranks)
 
 

@@ -6,7 +6,6 @@ from retrieval.evaluator import (
     ITM_FILL,
     EvalConfig,
     Embeddings,
-    fusion_layers,
     encode_texts,
     encode_videos,
     evaluate,
@@ -82,7 +81,7 @@ def test_rerank_is_itm_logit_on_top_k_and_minus_100_elsewhere(kind, project_once
     if kind == "umt_tiny":
         model = tiny_video_text_model()
         emb = make_embeddings(model, frames=2, size=32)
-        assert len(fusion_layers(model)) == 2
+        assert len(model.project_vision_for_itm(emb.vision_tokens[:1])) == 2  # one (key, value) per fusion layer
     else:
         model = PairScorer().eval()
         emb = make_embeddings(model)
