@@ -58,7 +58,19 @@ class ClipTransformer(nn.Module):
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
 
 
-class ClipTeacher(nn.Module):
+class FrozenTeacher(nn.Module):
+    """A teacher is never trained: `freeze()` after building, and `train()` keeps it in eval mode, so a
+    student's `model.train()` cannot switch on its dropout or touch its statistics."""
+
+    def freeze(self) -> None:
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+class ClipTeacher(FrozenTeacher):
     """CLIP visual tower run frame by frame; features = last block output (no ln_post) @ proj, cls averaged
     over frames. Input frames are resized (bicubic) to `image_size` when needed. Frozen and in eval mode."""
 
@@ -75,15 +87,11 @@ class ClipTeacher(nn.Module):
         self.transformer = ClipTransformer(w, cfg.layers, cfg.heads)
         self.ln_post = nn.LayerNorm(w)
         self.proj = nn.Parameter(scale * torch.randn(w, cfg.output_dim))
-        self.requires_grad_(False)
-        self.eval()
+        self.freeze()
 
     @property
     def output_dim(self) -> int:
         return self.cfg.output_dim
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
     @torch.no_grad()
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +182,7 @@ def load_clip_teacher_weights(teacher: ClipTeacher, path: str) -> None:
     teacher.load_state_dict(sd)
 
 
-class VideoMambaTeacher(nn.Module):
+class VideoMambaTeacher(FrozenTeacher):
     """Self-distillation teacher: a trained (smaller) VideoMamba. Features are its final tokens with the pooled
     feature in the cls slot; it has no attention, so the cls→patch saliency is softmax(pooled·patch/√D) per frame.
     The student's `clip_decoder` output width must equal the teacher's `embed_dim`."""
@@ -182,15 +190,11 @@ class VideoMambaTeacher(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.requires_grad_(False)
-        self.eval()
+        self.freeze()
 
     @property
     def output_dim(self) -> int:
         return self.model.embed_dim
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
     @torch.no_grad()
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
