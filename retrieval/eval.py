@@ -25,6 +25,7 @@ from encoders.umt import (DEMO_MODEL_ENV, VideoTextConfig, build_video_text_mode
                           load_video_text_model, make_tokenize)
 from retrieval.corpora import Benchmark, get_corpus, list_corpora, load_benchmark, load_pairs
 from retrieval.datasets import BadMediaWarning, SkipLog, VideoEvalDataset, VideoTextTrainDataset
+from retrieval.frame_average import FrameAveraged
 from retrieval.evaluator import EvalConfig, Embeddings, encode_texts, encode_videos, evaluate, rank_world
 
 DEFAULT_CACHE = Path(os.environ.get("VIDEOMAMBA_CACHE", Path.home() / ".cache" / "videomamba-retrieval"))
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--itm-batch-size", type=int, default=64)
     p.add_argument("--no-rerank", action="store_true", help="report only the embedding (ITC) scores")
     p.add_argument("--dual-softmax", action="store_true", help="also report dual-softmax ITC scores")
+    p.add_argument("--frame-average", action="store_true",
+                   help="baseline: encode every frame alone (no temporal context) and average the frames")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     p.add_argument("--no-cache", action="store_true", help="re-encode even when cached embeddings exist")
@@ -179,7 +182,7 @@ def skipped_videos(bench: Benchmark, emb: Embeddings, reasons: dict[str, str]) -
 
 def embeddings_key(model_key: str, bench: Benchmark, data_root: str, args, image_size: int) -> str:
     parts = [model_key, bench.name, bench.split, str(Path(data_root).resolve()), len(bench.videos), len(bench.texts),
-             bench.max_txt_len, args.num_frames, "middle", image_size]
+             bench.max_txt_len, args.num_frames, "middle", image_size] + (["frame_average"] if args.frame_average else [])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -206,19 +209,18 @@ COLUMNS = [("R@1", "r1"), ("R@5", "r5"), ("R@10", "r10"), ("MdR", "medr"), ("MnR
 
 
 def format_table(results: dict, title: str) -> str:
-    """Rows per score set; text→video then video→text columns, R_mean and temporal accuracy when present."""
+    """Rows per score set; text→video then video→text columns, R_mean, and temporal accuracy (overall and per
+    hard-negative kind) when present."""
     header = ["scores"] + [f"t2v {c}" for c, _ in COLUMNS] + [f"v2t {c}" for c, _ in COLUMNS] + ["R_mean"]
     sets = [k for k in ("emb", "emb_dsl", "itm") if k in results]
-    with_temporal = any("temporal_acc" in results[k] for k in sets)
-    if with_temporal:
-        header.append("temporal")
+    temporal = sorted({k for s in sets for k in results[s] if k.startswith("temporal_acc")}, key=len)
+    header += ["temporal" if k == "temporal_acc" else k.removeprefix("temporal_acc_") for k in temporal]
     rows = []
     for name in sets:
         m = results[name]
         row = [name] + [f"{m[f't2v_{k}']:.1f}" for _, k in COLUMNS] + [f"{m[f'v2t_{k}']:.1f}" for _, k in COLUMNS]
         row.append(f"{m['r_mean']:.2f}")
-        if with_temporal:
-            row.append(f"{m['temporal_acc']:.1f}" if "temporal_acc" in m else "-")
+        row += [f"{m[k]:.1f}" if k in m else "-" for k in temporal]
         rows.append(row)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -257,10 +259,12 @@ def evaluate_benchmark(args, cfg: EvalConfig, model, tokenizer, model_key: str, 
             save_cached(cache_file, emb)
     encoded = time.perf_counter()
     results = evaluate(model, emb, bench.txt2vid, bench.vid2txt, cfg, groups=list(bench.groups.values()),
+                       group_kinds=[bench.temporal.get(name, "") for name in bench.groups],
                        device=device)
     results["skipped_videos"] = skipped_videos(bench, emb, reasons)
     results["meta"] = {"bench": bench.name, "split": bench.split, "data_root": data_root,
                        "checkpoint": args.checkpoint, "num_frames": args.num_frames, "sample": "middle",
+                       "frame_average": args.frame_average,
                        "image_size": image_size, "k_test": cfg.k_test, "embeddings_cached": cached,
                        "embeddings_file": str(cache_file) if use_cache else None,
                        "encode_seconds": round(encoded - started, 2),
@@ -308,6 +312,8 @@ def main(argv=None) -> dict:
     if args.train:
         model = finetune_on(args, model, tokenizer, data_root, bench, cfg, device)
         model_key = ""  # tuned weights: cached embeddings are neither reused nor written
+    if args.frame_average:
+        model = FrameAveraged(model)
     results = evaluate_benchmark(args, cfg, model, tokenizer, model_key, device, data_root, bench)
     if rank_world()[0] == 0:
         counts = results["counts"]

@@ -226,9 +226,13 @@ def evaluate(
     cfg: EvalConfig,
     groups: Sequence[Sequence[int]] = (),
     device="cpu",
+    group_kinds: Sequence[str] = (),
 ) -> dict[str, dict[str, float]]:
     """Metrics per score set (`emb`, `itm`, optionally `emb_dsl`), plus `temporal_acc` per set when `groups`
-    (hard-negative groups of video indices) are given. Undecodable videos are left out (see `keep_decoded`)."""
+    (hard-negative groups of video indices) are given, and `temporal_acc_<kind>` per kind when `group_kinds`
+    names each group's kind (e.g. reversed, swapped). Undecodable videos are left out (see `keep_decoded`)."""
+    if group_kinds and len(group_kinds) != len(groups):
+        raise ValueError(f"group_kinds has {len(group_kinds)} entries for {len(groups)} groups")
     videos, texts, t2v_gt, v2t_gt = keep_decoded(
         gt_lists(txt2vid, len(vid2txt), "txt2vid"), gt_lists(vid2txt, len(txt2vid), "vid2txt"), emb.video_ok
     )
@@ -239,8 +243,9 @@ def evaluate(
         emb.vision_tokens[videos], emb.vision_feat[videos],
     )
     new_v = {v: i for i, v in enumerate(videos)}
-    sub_groups = [[new_v[v] for v in g if v in new_v] for g in groups]
-    sub_groups = [g for g in sub_groups if len(g) >= 2]
+    kept = [([new_v[v] for v in g if v in new_v], kind) for g, kind in zip(groups, group_kinds or [None] * len(groups))]
+    kept = [(g, kind) for g, kind in kept if len(g) >= 2]
+    sub_groups = [g for g, _ in kept]
 
     v2t_itc = itc_scores(sub.vision_feat, sub.text_feat)
     matrices = {"emb": (v2t_itc, v2t_itc.T)}
@@ -254,6 +259,9 @@ def evaluate(
         results[name] = retrieval_metrics(t2v, v2t, t2v_gt, v2t_gt)
         if sub_groups:
             results[name]["temporal_acc"] = temporal_accuracy(v2t, sub_groups, v2t_gt)
+            for kind in sorted({k for _, k in kept if k}):
+                of_kind = [g for g, k in kept if k == kind]
+                results[name][f"temporal_acc_{kind}"] = temporal_accuracy(v2t, of_kind, v2t_gt)
     results["counts"] = {
         "videos": len(vid2txt), "videos_evaluated": len(videos),
         "texts": len(txt2vid), "texts_evaluated": len(texts), "hard_negative_groups": len(sub_groups),

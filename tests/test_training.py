@@ -163,6 +163,24 @@ def test_sharded_sampler_partitions_and_resumes():
         ShardedBatchSampler(5, 3, world_size=2)
 
 
+def test_grouped_sampler_keeps_hard_negative_groups_adjacent():
+    groups = [None, "a", None, "b", "a", None, "b", None, "c", "c", None, None, "d", "d", None, None]
+    sampler = ShardedBatchSampler(len(groups), 4, seed=7, groups=groups)
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        order = [i for batch in sampler.global_batches() for i in batch]
+        assert sorted(order) == list(range(16))  # 16 = 4 full batches: nothing dropped, nothing repeated
+        for g in "abcd":
+            at = [order.index(i) for i, x in enumerate(groups) if x == g]
+            assert at[1] - at[0] == 1  # a group's clips are neighbours in every epoch
+    sampler.set_epoch(1)
+    first = [i for batch in sampler.global_batches() for i in batch]
+    sampler.set_epoch(2)
+    assert [i for batch in sampler.global_batches() for i in batch] != first
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        ShardedBatchSampler(16, 4, groups=[None] * 3)
+
+
 def test_meta_loader_interleaves_and_resumes():
     images = SeededDataset(ToyClips(n=12), seed=3)
     videos = SeededDataset(ToyClips(n=8), seed=3)

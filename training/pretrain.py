@@ -116,7 +116,9 @@ def build_loader(cfg: TrainConfig, dist_info: DistInfo, tokenizer) -> MetaLoader
         dataset = SeededDataset(ReplaceBadItems(VideoTextTrainDataset(
             pairs, num_frames=cfg.data.num_frames, size=cfg.data.image_size)), seed=cfg.seed)
         batch = cfg.data.image_batch_size if name == "image" else cfg.data.batch_size
-        sampler = ShardedBatchSampler(len(dataset), batch, dist_info.rank, dist_info.world_size, seed=cfg.seed)
+        groups = [pair.group for pair in pairs.items] if cfg.data.group_batches else None
+        sampler = ShardedBatchSampler(len(dataset), batch, dist_info.rank, dist_info.world_size, seed=cfg.seed,
+                                      groups=groups)
         loaders[name] = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                                    num_workers=cfg.data.num_workers, pin_memory=dist_info.device.type == "cuda",
                                    persistent_workers=False)
