@@ -41,6 +41,18 @@ def test_resume_matches_uninterrupted_run(tmp_path, kind, stop):
     assert second.optimizer.param_groups[0]["lr"] == pytest.approx(full.optimizer.param_groups[0]["lr"])
 
 
+def test_resume_with_a_shorter_schedule_ends_there_at_the_floor(tmp_path):
+    run(tmp_path, stop_after=3)
+    cfg = toy_config(tmp_path, epochs=2.0)
+    cfg.optim.max_steps = 5
+    trainer = Trainer(ToyVideoText(), toy_loader(seed=5), cfg, progress=False)
+    assert trainer.resume() and trainer.scheduler.total_steps == 5
+    assert trainer.fit().step == 5
+    floor = cfg.optim.min_lr_ratio * cfg.optim.lr
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(floor)
+    assert "schedule changed on resume: 5 total" in (tmp_path / "train.log").read_text()
+
+
 def test_resume_refuses_a_different_batch_size(tmp_path):
     run(tmp_path, stop_after=2)
     cfg = toy_config(tmp_path)

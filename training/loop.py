@@ -138,6 +138,12 @@ class Trainer:
         unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        total, warmup = schedule_lengths(self.cfg, self.steps_per_epoch)
+        if (total, warmup) != (self.scheduler.total_steps, self.scheduler.warmup_steps):
+            if self.log:
+                self.log.info("schedule changed on resume: %d total / %d warmup steps (checkpoint: %d / %d)", total,
+                              warmup, self.scheduler.total_steps, self.scheduler.warmup_steps)
+            self.scheduler.reschedule(total, warmup)
         self.state = TrainState(step=ckpt["step"], epoch=ckpt["epoch"], pos=ckpt["pos"])
         set_rng_state(ckpt["rng"][self.dist.rank])
         if self.log:

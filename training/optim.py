@@ -87,6 +87,13 @@ class CosineWarmup:
         return {"step_count": self.step_count, "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps, "min_lr_ratio": self.min_lr_ratio, "base_lrs": self.base_lrs}
 
+    def reschedule(self, total_steps: int, warmup_steps: int) -> None:
+        """New schedule lengths at the current step (a resumed run given a different `max_steps`)."""
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.total_steps, self.warmup_steps = total_steps, max(0, min(warmup_steps, total_steps))
+        self._apply()
+
     def load_state_dict(self, state: dict) -> None:
         for key in ("step_count", "total_steps", "warmup_steps", "min_lr_ratio", "base_lrs"):
             setattr(self, key, state[key])
