@@ -75,11 +75,14 @@ class _SkippingDataset(Dataset):
 class VideoTextTrainDataset(_SkippingDataset):
     """(video or image, caption) pairs for contrastive training: ``rand`` frame sampling and the shared
     RandomResizedCrop + flip. Images are ``image_frames``-frame clips (the official image batches use 1).
+    augment=False keeps the random frame sampling but only resizes: a flip turns "moves left" into a clip that
+    moves right, a crop makes a "small" shape look medium, so captions that name directions or sizes (the
+    synthetic corpus) would be contradicted by their own clips.
     Items: ``{"video": (T,3,H,W), "caption": str, "sample_id": int, "index": int}``."""
 
     def __init__(self, pairs: Pairs, num_frames: int = 8, size: int = 224, image_frames: int = 1,
-                 train: bool = True, reader: str | None = None):
-        self.pairs, self.size, self.train, self.reader = pairs, size, train, reader
+                 train: bool = True, reader: str | None = None, augment: bool = True):
+        self.pairs, self.size, self.train, self.reader, self.augment = pairs, size, train, reader, augment
         self.num_frames = image_frames if pairs.media == "image" else num_frames
 
     def __len__(self) -> int:
@@ -87,7 +90,8 @@ class VideoTextTrainDataset(_SkippingDataset):
 
     def __getitem__(self, index: int) -> dict | BadItem:
         pair = self.pairs.items[index]
-        video = _load_or_bad(index, pair.media, num_frames=self.num_frames, size=self.size, train=self.train,
+        video = _load_or_bad(index, pair.media, num_frames=self.num_frames, size=self.size,
+                             train=self.train and self.augment,
                              sample="rand" if self.train else "middle", trimmed30=self.pairs.trimmed30,
                              reader=self.reader)
         if isinstance(video, BadItem):

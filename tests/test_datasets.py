@@ -94,3 +94,27 @@ def test_train_items_use_train_sampling_and_eval_items_are_deterministic(damaged
     assert any(not torch.equal(draws[0], d) for d in draws[1:])  # random crops/flips differ
     images = VideoTextTrainDataset(load_pairs("cc3m", root), num_frames=4, size=32)
     assert images[0]["video"].shape == (1, 3, 32, 32)
+
+
+def test_unaugmented_training_clips_are_resized_frames_in_rand_order(tmp_path):
+    """augment=False: random frame sampling stays, but no crop or flip (which would contradict captions that
+    name left/right or sizes)."""
+    import random
+
+    from encoders.video_io import load_video
+
+    generate(SynthConfig.tiny(tmp_path), progress=False)
+    pairs = load_pairs("webvid", tmp_path)
+    plain, augmented = (VideoTextTrainDataset(pairs, num_frames=4, size=32, augment=a) for a in (False, True))
+    differs = 0
+    for i in range(6):
+        random.seed(i)
+        torch.manual_seed(i)
+        got = plain[i]["video"]
+        random.seed(i)
+        expected = load_video(pairs.items[i].media, num_frames=4, sample="rand", size=32, train=False)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        random.seed(i)
+        torch.manual_seed(i)
+        differs += not torch.equal(augmented[i]["video"], got)
+    assert differs > 0  # the default pipeline does crop/flip the same clips

@@ -24,6 +24,7 @@ class DataConfig:
     max_text_len: int = 32
     num_workers: int = 4
     eval_split: str = ""  # held-out split evaluated after every epoch ("" = none)
+    augment: bool = True  # RandomResizedCrop + flip (official); off when captions name directions or sizes
     group_batches: bool = False  # keep each hard-negative group (synthetic corpora) inside one batch
 
 

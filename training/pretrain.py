@@ -114,7 +114,7 @@ def build_loader(cfg: TrainConfig, dist_info: DistInfo, tokenizer) -> MetaLoader
     for name, corpus in SOURCES[cfg.data.name]:
         pairs = load_pairs(corpus, root, cfg.data.split)
         dataset = SeededDataset(ReplaceBadItems(VideoTextTrainDataset(
-            pairs, num_frames=cfg.data.num_frames, size=cfg.data.image_size)), seed=cfg.seed)
+            pairs, num_frames=cfg.data.num_frames, size=cfg.data.image_size, augment=cfg.data.augment)), seed=cfg.seed)
         batch = cfg.data.image_batch_size if name == "image" else cfg.data.batch_size
         groups = [pair.group for pair in pairs.items] if cfg.data.group_batches else None
         sampler = ShardedBatchSampler(len(dataset), batch, dist_info.rank, dist_info.world_size, seed=cfg.seed,
