@@ -275,11 +275,13 @@ class VideoTextModel(nn.Module):
         return {**{k: v for k, v in sd.items() if not k.startswith(prefix)},
                 **{prefix + k: v for k, v in vision.items()}}
 
-    def save_pretrained(self, directory: str, only_changed: bool = False, include_teacher: bool = False) -> None:
+    def save_pretrained(self, directory: str, only_changed: bool = False, include_teacher: bool = False,
+                        half: bool = False) -> None:
         """Write `config.json` + `model.safetensors` (+ tokenizer files for a custom text directory).
 
         only_changed=True stores only tensors that differ from the text encoder's packaged pretrained weights
         (the rest are re-filled from the package on load), so a small demo model takes a few MB.
+        half=True stores float tensors as float16 (half the file; loading casts them back to the model's dtype).
         Tied tensors (the MLM decoder shares the word embeddings) are stored once.
         """
         from safetensors.torch import save_file
@@ -299,7 +301,8 @@ class VideoTextModel(nn.Module):
             reference = self._packaged_text_reference()
             from_package = sorted(k for k, v in stored.items() if k in reference and torch.equal(v.detach().cpu(), reference[k]))
             stored = {k: v for k, v in stored.items() if k not in from_package}
-        save_file({k: v.detach().contiguous().cpu() for k, v in stored.items()}, os.path.join(directory, WEIGHTS_NAME))
+        cast = lambda v: v.half() if half and v.is_floating_point() else v  # noqa: E731
+        save_file({k: cast(v.detach()).contiguous().cpu() for k, v in stored.items()}, os.path.join(directory, WEIGHTS_NAME))
         cfg = dataclasses.asdict(self.cfg)
         cfg.update(vision_pretrained=None, teacher_path=None if include_teacher else self.cfg.teacher_path)
         meta = {"format_version": FORMAT_VERSION, "config": cfg, "aliases": aliases,

@@ -241,6 +241,27 @@ def test_save_and_load_round_trip_only_changed(tiny, tmp_path):
         torch.testing.assert_close(loaded.vision_embedding(video), model.vision_embedding(video))
 
 
+def test_half_storage_halves_the_file_and_loads_as_float32(tiny, tmp_path):
+    model, _, video, _, _ = tiny
+    model.eval()
+    model.save_pretrained(str(tmp_path / "full"), only_changed=True)
+    model.save_pretrained(str(tmp_path / "half"), only_changed=True, half=True)
+    full, half = (os.path.getsize(tmp_path / d / "model.safetensors") for d in ("full", "half"))
+    assert half < 0.55 * full
+    loaded, _ = load_video_text_model(str(tmp_path / "half"), teacher="none")
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "half" / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    for k, v in loaded.state_dict().items():
+        own = model.state_dict()[k]
+        assert v.dtype == own.dtype
+        expected = own.half().to(own.dtype) if k in stored and own.is_floating_point() else own  # else: from package
+        torch.testing.assert_close(v, expected, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.vision_embedding(video), model.vision_embedding(video), rtol=0, atol=5e-3)
+
+
 def test_trained_text_weights_are_stored(tiny, tmp_path):
     model, _, _, _, _ = tiny
     key = "text_encoder.bert.encoder.layer.2.output.dense.bias"

@@ -55,6 +55,7 @@ class ModelConfig:
                                                                 "text_encoder": "minilm"})
     init_from: str = ""  # a save_pretrained folder to start from (stage 2 starts from stage 1's export)
     export_only_changed: bool = True  # the exported model stores only tensors that differ from packaged MiniLM
+    export_half: bool = False  # the exported model stores float16 weights (loaded back as float32)
 
 
 @dataclass

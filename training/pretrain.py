@@ -180,7 +180,8 @@ def main(argv=None) -> TrainConfig:
             summary = skips.summary(file=sys.stderr)
             (Path(cfg.output_dir) / "skipped.txt").write_text(summary + "\n")
             unwrap(trainer.model).save_pretrained(str(Path(cfg.output_dir) / "model"),
-                                                  only_changed=cfg.model.export_only_changed)
+                                                  only_changed=cfg.model.export_only_changed,
+                                                  half=cfg.model.export_half)
             print(f"done: {trainer.state.step} steps; model in {Path(cfg.output_dir) / 'model'}", file=sys.stderr)
         barrier()
         return cfg
