@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-epochs", type=float, default=0.2)
     t.add_argument("--train-batch-size", type=int, default=64)
     t.add_argument("--max-steps", type=int, default=0)
+    t.add_argument("--no-augment", action="store_true",
+                   help="no crop/flip (for captions that name directions or sizes, e.g. the synthetic splits)")
     t.add_argument("--output-dir", default="runs/finetune", help="fine-tuning checkpoints and the tuned model")
     return p
 
@@ -278,7 +280,7 @@ def finetune_on(args, model, tokenizer, data_root: str, bench: Benchmark, cfg: E
 
     image_size = args.image_size or model.vision_encoder.patch_embed.img_size
     pairs = load_pairs(args.bench, data_root, "train")
-    train_set = VideoTextTrainDataset(pairs, num_frames=args.num_frames, size=image_size)
+    train_set = VideoTextTrainDataset(pairs, num_frames=args.num_frames, size=image_size, augment=not args.no_augment)
     epoch_cfg = dataclasses.replace(cfg, split_across_ranks=False, progress=False)
 
     def evaluate_epoch(tuned, epoch: int) -> dict[str, float]:
