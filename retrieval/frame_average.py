@@ -1,8 +1,9 @@
 """The frame-averaged baseline of a video–text model: every frame is encoded on its own, as an image, so the
 model sees no temporal context and a clip is the average of its frames (the ITM head cross-attends to the
-frames' tokens, an unordered set). A clip and its time-reversal get identical embeddings and identical
-matching scores, which is what makes the baseline's temporal accuracy on hard-negative groups chance by
-construction; the same weights with full temporal modelling show what the video encoder adds."""
+frames' tokens, an unordered set). When every frame is sampled, a clip and its time-reversal get identical
+embeddings and matching scores, so the baseline's temporal accuracy on reversed pairs is chance by construction
+(with a subset, e.g. 8 interval middles of 16 frames, the reversal's frames are the neighbouring ones: near
+chance); the same weights with full temporal modelling show what the video encoder adds."""
 from __future__ import annotations
 
 import torch

@@ -38,11 +38,12 @@ def test_reversed_clip_scores_identically_only_when_frame_averaged(tiny):
 
 def test_cli_baseline_is_chance_on_reversed_pairs(tmp_path):
     root = tmp_path / "data"
-    generate(SynthConfig.tiny(root, msrvtt_test=24, hard_negative_fraction=1.0), progress=False)
+    generate(SynthConfig.tiny(root, msrvtt_test=24, hard_negative_fraction=1.0), progress=False)  # 8-frame clips:
+    # all 8 frames sampled, so a reversed clip's frames are exactly its twin's, backwards
     bench = cli.load_benchmark("msrvtt", root)
     assert "reversed" in bench.temporal.values()
     common = ["--bench", "msrvtt", "--data-root", str(root), "--cache-dir", str(tmp_path / "c"), "--checkpoint",
-              cli.TINY_MODEL, "--num-frames", "4", "--k-test", "24", "--no-progress", "--batch-size", "8"]
+              cli.TINY_MODEL, "--num-frames", "8", "--k-test", "24", "--no-progress", "--batch-size", "8"]
     full = cli.main(common + ["--output", str(tmp_path / "full.json")])
     assert not full["meta"]["frame_average"] and "temporal_acc_reversed" in full["emb"]
     base = cli.main(common + ["--output", str(tmp_path / "base.json"), "--frame-average"])
