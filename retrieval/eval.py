@@ -25,8 +25,8 @@ from encoders.umt import (DEMO_MODEL_ENV, VideoTextConfig, build_video_text_mode
                           load_video_text_model, make_tokenize)
 from retrieval.corpora import Benchmark, get_corpus, list_corpora, load_benchmark, load_pairs
 from retrieval.datasets import BadMediaWarning, SkipLog, VideoEvalDataset, VideoTextTrainDataset
-from retrieval.frame_average import FrameAveraged
 from retrieval.evaluator import EvalConfig, Embeddings, encode_texts, encode_videos, evaluate, rank_world
+from retrieval.frame_average import FrameAveraged
 
 DEFAULT_CACHE = Path(os.environ.get("VIDEOMAMBA_CACHE", Path.home() / ".cache" / "videomamba-retrieval"))
 TINY_MODEL = "random-tiny"
