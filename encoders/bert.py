@@ -249,12 +249,12 @@ class MLMHeads(nn.Module):
 class BertForMaskedLMFusion(nn.Module):
     """Pretraining form: `bert` (the fusion encoder) + `cls` (MLM head), as the official BertForMaskedLM."""
 
-    def __init__(self, config: BertConfig, fusion_layer: int, encoder_width: int):
+    def __init__(self, config: BertConfig, fusion_layer: int, encoder_width: int, bert: BertTextEncoder | None = None):
+        """`bert` wraps an existing encoder (adding a fresh MLM head to a model trained without one)."""
         super().__init__()
-        self.bert = BertTextEncoder(config, fusion_layer, encoder_width)
+        self.bert = BertTextEncoder(config, fusion_layer, encoder_width) if bert is None else bert
         self.cls = MLMHeads(config, self.bert.embeddings.word_embeddings)
-        self.cls.apply(self.bert._init_weights)
-        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self.cls.predictions.transform.apply(self.bert._init_weights)  # not the decoder: it is the word embeddings
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.bert(*args, **kwargs)

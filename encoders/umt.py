@@ -160,6 +160,15 @@ class VideoTextModel(nn.Module):
                                text_embeds=text_tokens, encoder_kv=vision_kv, cls_only=cls_only)
         return self.itm_head(fused[:, 0])
 
+    def add_mlm_head(self) -> None:
+        """Give a model saved without MLM a fresh MLM head (decoder tied to its word embeddings), so training can
+        go on with MLM from its weights; a model that has one keeps it."""
+        if isinstance(self.text_encoder, BertForMaskedLMFusion):
+            return
+        bert = self.text_encoder
+        self.text_encoder = BertForMaskedLMFusion(bert.config, bert.fusion_layer, bert.encoder_width, bert=bert)
+        self.cfg = dataclasses.replace(self.cfg, mlm=True)
+
     # -- training -----------------------------------------------------------------------------------------------
 
     def _encode_vision_train(self, video: torch.Tensor, stage: int):

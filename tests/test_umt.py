@@ -241,6 +241,28 @@ def test_save_and_load_round_trip_only_changed(tiny, tmp_path):
         torch.testing.assert_close(loaded.vision_embedding(video), model.vision_embedding(video))
 
 
+def test_mlm_head_added_to_a_model_saved_without_one_keeps_its_weights(tmp_path):
+    torch.manual_seed(0)
+    cfg = VideoTextConfig(vision_model="videomamba_test_tiny", mlm=False, max_txt_len=12)
+    model, tokenizer = build_video_text_model(cfg)
+    model.save_pretrained(str(tmp_path), only_changed=True)
+    loaded, _ = load_video_text_model(str(tmp_path))
+    before = {k.replace("text_encoder.", "text_encoder.bert.", 1): v.clone() for k, v in loaded.state_dict().items()}
+    loaded.add_mlm_head()
+    after = loaded.state_dict()
+    assert loaded.cfg.mlm and set(before) < set(after)
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # the tied decoder did not re-init the embeddings
+    head = loaded.text_encoder.cls.predictions
+    assert head.decoder.weight is loaded.text_bert.embeddings.word_embeddings.weight
+    ids, mask = make_tokenize(tokenizer, 12)(["a red square moves left", "a blue circle grows"])
+    losses = loaded.train()(torch.randn(2, 4, 3, 32, 32), ids, mask, generator=torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss_vtc", "loss_vtm", "loss_mlm"} and torch.isfinite(losses["loss_mlm"])
+    loaded.total_loss(losses).backward()
+    assert head.transform.dense.weight.grad is not None
+    loaded.add_mlm_head()
+    assert loaded.text_encoder.cls.predictions is head
+
+
 def test_half_storage_halves_the_file_and_loads_as_float32(tiny, tmp_path):
     model, _, video, _, _ = tiny
     model.eval()

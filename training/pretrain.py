@@ -88,6 +88,8 @@ def build_model(cfg: TrainConfig):
     if cfg.model.init_from:
         keep = {k: fields[k] for k in ("teacher", "teacher_path", "mask_type", "vision_overrides") if k in fields}
         model, tokenizer = load_video_text_model(cfg.model.init_from, **keep)
+        if fields.get("mlm") and cfg.loss.mlm > 0:
+            model.add_mlm_head()
     else:
         model, tokenizer = build_video_text_model(VideoTextConfig.from_dict(fields))
     if cfg.stage == 1 and model.clip_teacher is None:
