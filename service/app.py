@@ -44,7 +44,8 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> Serv
     wait = config.batch_wait_ms / 1000
     text_batcher = MicroBatcher(embedder.embed_texts, batch, wait, config.queue_size, on_batch)
     search_batcher = MicroBatcher(partial(run_searches, embedder, store), batch, wait, config.queue_size, on_batch)
-    jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc())
+    jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
+                      record_path=config.data_dir / "jobs.sqlite")
     return ServiceState(config, embedder, store, text_batcher, search_batcher, jobs, metrics,
                         Checkpointer(store, config.checkpoint_interval_s))
 

@@ -1,4 +1,5 @@
-"""SIGKILL during ingestion: after a restart the index loads and every acknowledged video is searchable."""
+"""SIGKILL during ingestion: after a restart the index loads, every acknowledged video is searchable and every job
+still has a record."""
 import time
 
 import pytest
@@ -36,5 +37,10 @@ def test_sigkill_while_ingesting(tmp_path):
             assert set(acknowledged.values()) <= found
             for video_id in acknowledged.values():
                 assert len(c.get(f"/videos/{video_id}").json()["segments"]) == 15
+            records = {job_id: c.get(f"/jobs/{job_id}").json() for job_id in jobs}
+            for job_id, video_id in acknowledged.items():
+                assert records[job_id]["status"] == "done" and records[job_id]["video_id"] == video_id
+            unfinished = [r for r in records.values() if r["status"] != "done"]
+            assert unfinished and all(r["status"] == "failed" and "interrupted" in r["error"] for r in unfinished)
     finally:
         service.kill()
