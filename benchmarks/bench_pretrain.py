@@ -27,7 +27,7 @@ DEMO = {"embed_dim": 192, "depth": 8, "patch_size": 16, "img_size": 64, "num_fra
 VARIANTS = {
     "demo: 64px p16 T8 d192x8, MiniLM frozen, VTC+VTM": (DEMO, {"freeze_text": True, "mlm": False}),
     "same, MiniLM trained": (DEMO, {"freeze_text": False, "mlm": False}),
-    "same, + MLM": (DEMO, {"freeze_text": False, "mlm": True}),
+    "same as demo, + MLM (demo_mlm.yaml)": (DEMO, {"freeze_text": True, "mlm": True}),
     "depth 12": ({**DEMO, "depth": 12}, {"freeze_text": True, "mlm": False}),
     "patch 8 (4x tokens)": ({**DEMO, "patch_size": 8}, {"freeze_text": True, "mlm": False}),
 }
