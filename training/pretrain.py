@@ -77,8 +77,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def build_model(cfg: TrainConfig):
-    """(model, tokenizer): a fresh VideoTextModel, or `init_from`'s weights; the vision encoder's frames and
-    resolution follow the data config."""
+    """(model, tokenizer): a fresh VideoTextModel, or `init_from`'s weights (given a fresh MLM head when the config
+    asks for MLM and the saved model has none); the vision encoder's frames and resolution follow the data config."""
     fields = dict(cfg.model.video_text)
     vision = {"num_frames": cfg.data.num_frames, "img_size": cfg.data.image_size, **fields.get("vision_overrides", {})}
     if cfg.grad_checkpointing:
