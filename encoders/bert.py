@@ -175,10 +175,12 @@ class BertTextEncoder(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def text_parameters(self):
-        """Parameters of the embeddings and the text-only layers (what `freeze_text` freezes)."""
+    def text_parameters(self, skip_top: int = 0):
+        """Parameters of the embeddings and the text-only layers but the top `skip_top` (what `freeze_text` freezes)."""
+        if not 0 <= skip_top <= self.fusion_layer:
+            raise ValueError(f"skip_top must be in [0, {self.fusion_layer}] (the text-only layers), got {skip_top}")
         yield from self.embeddings.parameters()
-        for layer in self.encoder.layer[: self.fusion_layer]:
+        for layer in self.encoder.layer[: self.fusion_layer - skip_top]:
             yield from layer.parameters()
 
     def fusion_layers(self) -> list[FusionBertLayer]:
@@ -323,12 +325,14 @@ def load_pretrained_text_weights(model: BertTextEncoder | BertForMaskedLMFusion,
 
 def build_text_encoder(kind: str = "minilm", text_layers: int | None = None, fusion_layers: int = 2,
                        encoder_width: int = 576, mlm: bool = False, pretrained: bool = True,
-                       freeze_text: bool = False, dropout: float | None = None) -> BertTextEncoder | BertForMaskedLMFusion:
+                       freeze_text: bool = False, dropout: float | None = None,
+                       trainable_text_layers: int = 0) -> BertTextEncoder | BertForMaskedLMFusion:
     """Text/fusion encoder with `text_layers` text-only layers then `fusion_layers` cross-attending layers.
 
     text_layers=None keeps every layer of the source config as a text layer (MiniLM: 6 text + 2 fusion);
     the official BERT-base layout is text_layers=9, fusion_layers=3. `dropout` replaces the source config's
-    hidden and attention dropout (None keeps it).
+    hidden and attention dropout (None keeps it). With `freeze_text`, the top `trainable_text_layers` text-only
+    layers still train: they can learn what the frozen sentence encoder blurs (word order), at a few MB each.
     """
     config, weights_dir = resolve_text_source(kind)
     text_layers = config.num_hidden_layers if text_layers is None else text_layers
@@ -343,6 +347,6 @@ def build_text_encoder(kind: str = "minilm", text_layers: int | None = None, fus
     if pretrained and weights_dir is not None:
         load_pretrained_text_weights(model, weights_dir)
     if freeze_text:
-        for p in (model.bert if mlm else model).text_parameters():
+        for p in (model.bert if mlm else model).text_parameters(skip_top=trainable_text_layers):
             p.requires_grad_(False)
     return model

@@ -45,6 +45,7 @@ class VideoTextConfig:
     text_layers: int | None = None  # text-only layers; None keeps every layer of the source config
     fusion_layers: int = 2  # cross-attending layers on top (official BERT-base: 9 text + 3 fusion)
     freeze_text: bool = False
+    trainable_text_layers: int = 0  # with freeze_text: the top text-only layers that still train
     text_dropout: float | None = None  # None keeps the text config's dropout (0.1 for BERT/MiniLM)
     mlm: bool = True  # build the MLM head (pretraining form, `text_encoder.bert.*` + `text_encoder.cls.*`)
     embed_dim: int = 512
@@ -95,7 +96,8 @@ class VideoTextModel(nn.Module):
         vision_width = self.vision_encoder.embed_dim
         self.text_encoder = build_text_encoder(cfg.text_encoder, cfg.text_layers, cfg.fusion_layers, vision_width,
                                                mlm=cfg.mlm, pretrained=cfg.text_pretrained,
-                                               freeze_text=cfg.freeze_text, dropout=cfg.text_dropout)
+                                               freeze_text=cfg.freeze_text, dropout=cfg.text_dropout,
+                                               trainable_text_layers=cfg.trainable_text_layers)
         text_width = self.text_bert.hidden_size
         self.vision_proj = nn.Linear(vision_width, cfg.embed_dim)
         self.text_proj = nn.Linear(text_width, cfg.embed_dim)

@@ -11,7 +11,8 @@ Text handling per corpus: ``single`` (one str caption per record; several record
 ``multi`` (a caption list = several ground-truth texts of one video, MSVD) and ``paragraph`` (a caption
 list of sentences joined with spaces, DiDeMo/ActivityNet). Captions pass through the official
 :func:`retrieval.text.pre_text`. Records may carry ``"hard_negative_group"`` and ``"temporal"`` (synthetic
-corpora: clips that differ only in time order); benchmarks expose them for temporal accuracy.
+corpora: clips that differ only in time order, or for training only in the shape, ``"shape"``); benchmarks
+expose them for temporal accuracy, and training batches keep a group together.
 
     pairs = load_pairs("msrvtt", root, split="train")       # Pairs: media paths, captions, sample ids
     bench = load_benchmark("msrvtt", root)                   # Benchmark: texts, videos, txt2vid, vid2txt
@@ -101,7 +102,7 @@ register_corpus(CorpusSpec("msvd", "benchmark", "video", "multi", 64,
 
 # ---------------------------------------------------------------------------------------------- reading
 
-TEMPORAL_KINDS = ("reversed", "swapped")
+HARD_NEGATIVE_KINDS = ("reversed", "swapped", "shape")  # time order (the first two) or appearance
 WEBVID_CSV_COLUMNS = ("videoid", "name", "page_dir")
 
 
@@ -146,8 +147,8 @@ def _check_record(path: Path, i: int, rec, spec: CorpusSpec) -> dict:
     group, temporal = rec.get("hard_negative_group"), rec.get("temporal")
     if group is not None and not isinstance(group, str):
         raise AnnotationError(f"{where}: field 'hard_negative_group' must be a string, got {group!r}")
-    if group is not None and temporal not in TEMPORAL_KINDS:
-        raise AnnotationError(f"{where}: field 'temporal' must be one of {TEMPORAL_KINDS}, got {temporal!r}")
+    if group is not None and temporal not in HARD_NEGATIVE_KINDS:
+        raise AnnotationError(f"{where}: field 'temporal' must be one of {HARD_NEGATIVE_KINDS}, got {temporal!r}")
     return {"media": media, "caption": cap, "group": group, "temporal": temporal if group else None}
 
 

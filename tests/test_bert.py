@@ -126,6 +126,16 @@ def test_freeze_text_freezes_only_text_layers():
     assert all(p.requires_grad for p in model.encoder.layer[6].parameters())
 
 
+def test_trainable_text_layers_leave_the_top_text_layers_trainable():
+    model = build_text_encoder("minilm", encoder_width=32, freeze_text=True, trainable_text_layers=2)
+    assert not model.embeddings.word_embeddings.weight.requires_grad
+    assert not any(p.requires_grad for p in model.encoder.layer[3].parameters())
+    assert all(p.requires_grad for p in model.encoder.layer[4].parameters())
+    assert all(p.requires_grad for p in model.encoder.layer[5].parameters())
+    with pytest.raises(ValueError, match="skip_top"):
+        build_text_encoder("minilm", encoder_width=32, freeze_text=True, trainable_text_layers=7)
+
+
 def test_tokenizer_is_the_uncased_bert_vocabulary(tokenizer):
     assert (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id) == \
         (101, 102, 0, 103)

@@ -1,5 +1,6 @@
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,10 +9,11 @@ import torch
 from encoders.video_io import read_frames_at
 from retrieval.corpora import load_benchmark, load_pairs
 from retrieval.synth import SynthConfig, generate
+from retrieval.synth.writer import plan_clips
 from retrieval.synth.__main__ import parse_args
 from retrieval.synth.caption import caption, paragraph, paraphrases
 from retrieval.synth.render import render_frames
-from retrieval.synth.scene import COLORS, SHAPES, Event, Scene, in_test_domain, sample_scene
+from retrieval.synth.scene import COLORS, ROUND_SHAPES, SHAPES, Event, Scene, in_test_domain, sample_scene
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,27 @@ def test_swapped_groups_share_events_in_the_other_order(corpus):
     assert groups
     for members in groups.values():
         assert len(members) == 2 and members[0]["caption"] != members[1]["caption"]
+
+
+def test_shape_twins_differ_only_in_the_shape_and_stay_in_training():
+    cfg = SynthConfig.tiny("unused", shape_twin_fraction=0.4, hard_negative_fraction=0.4)
+    clips = plan_clips(np.random.default_rng(5), 300, "train", cfg, unique=False, group_prefix="t")
+    kinds = {c.temporal for c in clips}
+    assert {"shape", "reversed", "swapped"} <= kinds
+    pairs: dict[str, list] = {}
+    for c in clips:
+        if c.temporal == "shape":
+            pairs.setdefault(c.group, []).append(c.scene)
+    assert 0.25 < 2 * len(pairs) / len(clips) < 0.55
+    for a, b in pairs.values():
+        assert a.shape != b.shape and replace(b, shape=a.shape) == a
+        assert not in_test_domain(b, cfg.test_fraction)
+        if any(e.kind == "rotate" for e in a.events):
+            assert b.shape not in ROUND_SHAPES
+    without = plan_clips(np.random.default_rng(5), 300, "train", SynthConfig.tiny("unused"), unique=False, group_prefix="t")
+    assert "shape" not in {c.temporal for c in without}
+    with pytest.raises(ValueError, match="shape_twin_fraction"):
+        SynthConfig.tiny("unused", shape_twin_fraction=0.6, hard_negative_fraction=0.5)
 
 
 def test_test_scenes_are_disjoint_from_training():

@@ -5,11 +5,12 @@ the plan, so the output is the same for a seed whatever the number of workers.""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import multiprocessing
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from encoders.video_io import write_image, write_video
 from retrieval.corpora import get_corpus
 from retrieval.synth import caption as captions
 from retrieval.synth.render import render_frames
-from retrieval.synth.scene import Scene, in_test_domain, sample_scene
+from retrieval.synth.scene import ROUND_SHAPES, SHAPES, Scene, in_test_domain, sample_scene
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SynthConfig:
     anet_seconds: tuple[float, float] = (60.0, 180.0)
     two_event_fraction: float = 0.5  # short clips with two events ("..., then ...")
     hard_negative_fraction: float = 0.2  # share of clips that belong to a reversed/swapped pair
+    shape_twin_fraction: float = 0.0  # share of short clips in a pair that differs only in the shape (training)
     test_fraction: float = 0.15  # share of scene orbits reserved for the test splits
     workers: int = 2
     crf: int = 0  # 0 = lossless H.264, so a reversed clip decodes to exactly the reversed frames
@@ -67,6 +69,9 @@ class SynthConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 <= self.hard_negative_fraction <= 1:
             raise ValueError(f"hard_negative_fraction must be in [0, 1], got {self.hard_negative_fraction}")
+        if not 0 <= self.shape_twin_fraction < 1 or self.hard_negative_fraction + self.shape_twin_fraction > 1:
+            raise ValueError("shape_twin_fraction must be in [0, 1) and leave hard_negative_fraction + it <= 1, got "
+                             f"{self.shape_twin_fraction} with hard_negative_fraction {self.hard_negative_fraction}")
 
 
 @dataclass
@@ -104,6 +109,19 @@ def _draw(rng, domain: str, cfg: SynthConfig, used: set | None, num_events: int 
     raise RuntimeError(f"could not draw a new {domain} scene; ask for fewer clips or change test_fraction")
 
 
+def shape_twin(scene: Scene, domain: str, cfg: SynthConfig) -> Scene:
+    """The same scene with another shape, drawn from the scene key so it is the same on every call; a shape that
+    rotation leaves unchanged is never chosen for a rotating scene, and the twin stays in the scene's domain."""
+    rotates = any(e.kind == "rotate" for e in scene.events)
+    options = [s for s in SHAPES if s != scene.shape and not (rotates and s in ROUND_SHAPES)]
+    start = int.from_bytes(hashlib.sha1(scene.key().encode()).digest()[:4], "big")
+    for i in range(len(options)):
+        twin = replace(scene, shape=options[(start + i) % len(options)])
+        if in_test_domain(twin, cfg.test_fraction) == (domain == "test"):
+            return twin
+    return scene  # no shape keeps the domain: same key, so `fresh` rejects the pair
+
+
 def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, unique: bool,
                group_prefix: str, long_seconds: tuple[float, float] | None = None) -> list[Clip]:
     """``n`` clips of one split: single scenes plus hard-negative pairs (reversed, and for short clips
@@ -125,19 +143,27 @@ def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, 
         idle = (seconds - sum(weights)) / (events + 1)
         return dict(num_events=events, weights=weights, hold=idle, gap=idle), int(round(seconds * cfg.fps))
 
-    pair_p = cfg.hard_negative_fraction / (2 - cfg.hard_negative_fraction)  # a draw of a pair adds 2 clips
+    pairs = cfg.hard_negative_fraction + (0.0 if long_seconds else cfg.shape_twin_fraction)
+    pair_p = pairs / (2 - pairs)  # a draw of a pair adds 2 clips
+    temporal_p = pair_p * cfg.hard_negative_fraction / pairs if pairs else 0.0
     while len(clips) < n:
         r = rng.random()
         kw, frames = long_kw() if long_seconds else ({}, cfg.frames)
         fresh = (lambda *ss: len({s.key() for s in ss}) == len(ss) and not any(s.key() in used for s in ss)) \
             if used is not None else (lambda *ss: len({s.key() for s in ss}) == len(ss))
-        if n - len(clips) >= 2 and r < pair_p / (1 if long_seconds else 2):
+        if n - len(clips) >= 2 and temporal_p <= r < pair_p:
+            scene = _draw(rng, domain, cfg, used, ok=lambda s: fresh(s, shape_twin(s, domain, cfg)))
+            group = f"{group_prefix}-hn{groups:05d}"
+            add(scene, frames, group, "shape")
+            add(shape_twin(scene, domain, cfg), frames, group, "shape")
+            groups += 1
+        elif n - len(clips) >= 2 and r < temporal_p / (1 if long_seconds else 2):
             scene = _draw(rng, domain, cfg, used, ok=lambda s: fresh(s, s.reversed()), **kw)
             group = f"{group_prefix}-hn{groups:05d}"
             add(scene, frames, group, "reversed")
             add(scene.reversed(), frames, group, "reversed", flip_of=len(clips) - 1)
             groups += 1
-        elif not long_seconds and n - len(clips) >= 2 and r < pair_p:
+        elif not long_seconds and n - len(clips) >= 2 and r < temporal_p:
             def swappable(s: Scene) -> bool:
                 return fresh(s, s.swapped())
             scene = _draw(rng, domain, cfg, used, num_events=2, allow_visibility=False, ok=swappable)
