@@ -285,3 +285,27 @@ def test_pretrain_cli_trains_on_synthetic_corpus_and_reports_exactly_the_bad_fil
     log = (out / "train.log").read_text()
     assert "step 3" in log and "vtc=" in log and "mlm=" in log
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_init_from_takes_the_weights_from_the_model_and_how_to_train_from_the_config(tmp_path):
+    from encoders.umt import VideoTextConfig, build_video_text_model
+    from training.pretrain import build_model
+
+    saved = VideoTextConfig(vision_model="videomamba_test_tiny", text_layers=2, embed_dim=16, freeze_text=True,
+                            mlm=False, mlm_prob=0.5)
+    model, _ = build_video_text_model(saved)
+    model.save_pretrained(str(tmp_path / "init"), only_changed=True)
+    cfg = TrainConfig()
+    merge(cfg, {"data": {"num_frames": 4, "image_size": 32}, "loss": {"mlm": 1.0},
+                "model": {"init_from": str(tmp_path / "init"),
+                          "video_text": {"freeze_text": True, "trainable_text_layers": 1, "mlm": True,
+                                         "mlm_prob": 0.3, "embed_dim": 999}}})
+    loaded, _ = build_model(cfg)
+    assert loaded.cfg.trainable_text_layers == 1 and loaded.cfg.mlm_prob == 0.3 and loaded.cfg.mlm
+    assert loaded.cfg.embed_dim == 16  # what the weights are comes from the saved model
+    layers = loaded.text_bert.encoder.layer
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+    ref = model.state_dict()
+    assert all(torch.equal(v, ref[k.replace("text_encoder.bert.", "text_encoder.", 1)])
+               for k, v in loaded.state_dict().items() if not k.startswith("text_encoder.cls."))

@@ -76,9 +76,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return load_config(args.config, overrides=overrides, stage=args.stage)
 
 
+# VideoTextConfig fields that say how to train, not what the weights are: with `init_from` they come from the
+# training config, everything else from the saved model.
+TRAINING_FIELDS = ("teacher", "teacher_path", "teacher_model", "mask_type", "video_mask_ratio", "image_mask_ratio",
+                   "mlm_prob", "vtm_hard_negatives", "uta_norm_type", "uta_loss_type", "freeze_text",
+                   "trainable_text_layers", "text_dropout", "vision_overrides")
+
+
 def build_model(cfg: TrainConfig):
     """(model, tokenizer): a fresh VideoTextModel, or `init_from`'s weights (given a fresh MLM head when the config
-    asks for MLM and the saved model has none); the vision encoder's frames and resolution follow the data config."""
+    asks for MLM and the saved model has none) trained as the config's TRAINING_FIELDS say; the vision encoder's
+    frames and resolution follow the data config."""
     fields = dict(cfg.model.video_text)
     vision = {"num_frames": cfg.data.num_frames, "img_size": cfg.data.image_size, **fields.get("vision_overrides", {})}
     if cfg.grad_checkpointing:
@@ -86,7 +94,7 @@ def build_model(cfg: TrainConfig):
     fields["vision_overrides"] = vision
     fields.setdefault("max_txt_len", cfg.data.max_text_len)
     if cfg.model.init_from:
-        keep = {k: fields[k] for k in ("teacher", "teacher_path", "mask_type", "vision_overrides") if k in fields}
+        keep = {k: fields[k] for k in TRAINING_FIELDS if k in fields}
         model, tokenizer = load_video_text_model(cfg.model.init_from, **keep)
         if fields.get("mlm") and cfg.loss.mlm > 0:
             model.add_mlm_head()
