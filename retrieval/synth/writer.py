@@ -153,9 +153,10 @@ def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, 
             if used is not None else (lambda *ss: len({s.key() for s in ss}) == len(ss))
         if n - len(clips) >= 2 and temporal_p <= r < pair_p:
             scene = _draw(rng, domain, cfg, used, ok=lambda s: fresh(s, shape_twin(s, domain, cfg)))
+            twin = shape_twin(scene, domain, cfg)
             group = f"{group_prefix}-hn{groups:05d}"
             add(scene, frames, group, "shape")
-            add(shape_twin(scene, domain, cfg), frames, group, "shape")
+            add(twin, frames, group, "shape")
             groups += 1
         elif n - len(clips) >= 2 and r < temporal_p / (1 if long_seconds else 2):
             scene = _draw(rng, domain, cfg, used, ok=lambda s: fresh(s, s.reversed()), **kw)
