@@ -124,7 +124,7 @@ def _weights_key(path: Path, overrides: dict) -> str:
 def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos: int | None) -> Path:
     """Generate (once) a synthetic data root holding only `bench`'s evaluation split, plus its train split when
     `train_videos` is given (0 = the generator's default size); every other corpus gets 0 clips."""
-    from retrieval.synth.writer import SynthConfig, generate
+    from retrieval.synth.writer import GENERATOR_VERSION, SynthConfig, generate
 
     spec, defaults = get_corpus(bench), SynthConfig(out="")
     corpus_counts = {c if c in vars(defaults) else f"{c}_{split}"
@@ -135,6 +135,7 @@ def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos
     if train_videos is not None:
         counts[f"{bench}_train"] = train_videos or getattr(defaults, f"{bench}_train")
     settings = {k: v for k, v in dataclasses.asdict(SynthConfig(out="", **counts)).items() if k != "out"}
+    settings["generator_version"] = GENERATOR_VERSION
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     root = cache_dir / "synth" / f"{bench}-{key}"
     if not (root / "manifest.json").is_file():

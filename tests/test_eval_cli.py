@@ -22,11 +22,13 @@ def msrvtt_root(tmp_path_factory):
     return root
 
 
-def test_synthetic_split_generated_when_no_data_root(tmp_path):
+def test_synthetic_split_generated_when_no_data_root(tmp_path, monkeypatch):
     root = cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None)
     bench = load_benchmark("lsmdc", root)
     assert len(bench.videos) == 3 and not (root / "MSRVTT_Videos").exists()
     assert cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None) == root  # generated once
+    monkeypatch.setattr("retrieval.synth.writer.GENERATOR_VERSION", 1)  # files written by another generator
+    assert cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None) != root
 
 
 def test_corpus_with_bad_videos_reports_exactly_those(msrvtt_root, tmp_path, capsys):

@@ -77,17 +77,41 @@ def test_reversed_groups_in_files_are_exact_frame_reversals(corpus):
         assert bench.texts[bench.vid2txt[a][0]] != bench.texts[bench.vid2txt[b][0]]
 
 
-def test_swapped_groups_share_events_in_the_other_order(corpus):
+def test_swapped_groups_are_their_pairs_halves_exchanged(corpus):
     root, _ = corpus
-    records = json.loads((root / "anno_pretrain" / "webvid_train.json").read_text())
-    records += json.loads((root / "anno_downstream" / "msrvtt_ret_train9k.json").read_text())
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        if r.get("temporal") == "swapped":
-            groups.setdefault(r["hard_negative_group"], []).append(r)
+    pairs = load_pairs("webvid", root, "train").items + load_pairs("msrvtt", root, "train").items
+    groups: dict[str, list] = {}
+    for p in pairs:
+        if p.temporal == "swapped":
+            groups.setdefault(p.group, []).append(p)
     assert groups
-    for members in groups.values():
-        assert len(members) == 2 and members[0]["caption"] != members[1]["caption"]
+    for a, b in groups.values():
+        assert a.caption != b.caption
+        fa = read_frames_at(a.media, index_range=(0, 100))
+        fb = read_frames_at(b.media, index_range=(0, 100))
+        half = len(fa) // 2
+        assert torch.equal(fb, torch.cat([fa[half:], fa[:half]]))  # a cut in the middle, halves exchanged
+        assert not torch.equal(fa, fb)
+        assert torch.equal(fa.float().mean(0), fb.float().mean(0))  # a frame-averaging model sees no difference
+
+
+def test_swapped_pairs_time_their_events_so_the_halves_are_one_event_each():
+    cfg = SynthConfig.tiny("unused", hard_negative_fraction=1.0)
+    clips = plan_clips(np.random.default_rng(2), 200, "train", cfg, unique=False, group_prefix="t")
+    swapped = [c for c in clips if c.temporal == "swapped"]
+    assert swapped
+    for c in swapped:
+        assert [e.kind in ("move", "rotate") for e in c.scene.events] == [True, True]
+        s = c.scene
+        assert s.gap == 2 * s.hold and s.events[0].weight == s.events[1].weight
+        progress = [s._progress(u) for u in (0.499, 0.501)]
+        assert progress == [[1.0, 0.0], [1.0, 0.0]]  # the middle falls inside the gap
+    derived = [c for c in swapped if c.frames_of is not None]
+    assert len(derived) == len(swapped) // 2 and {c.reorder for c in derived} == {"swap_halves"}
+    for c in derived:
+        assert c.scene == clips[c.frames_of].scene.swapped()
+    with pytest.raises(ValueError, match="even"):
+        SynthConfig.tiny("unused", frames=9)
 
 
 def test_shape_twins_differ_only_in_the_shape_and_stay_in_training():

@@ -21,6 +21,10 @@ from retrieval.synth import caption as captions
 from retrieval.synth.render import render_frames
 from retrieval.synth.scene import ROUND_SHAPES, SHAPES, Scene, in_test_domain, sample_scene
 
+# Bumped when the same config would write different files, so caches keyed on the config are not reused.
+# 2: swapped-order twins are their pair's halves exchanged (were the events replayed in the other order).
+GENERATOR_VERSION = 2
+
 
 @dataclass
 class SynthConfig:
@@ -49,7 +53,7 @@ class SynthConfig:
     shape_twin_fraction: float = 0.0  # share of short clips in a pair that differs only in the shape (training)
     test_fraction: float = 0.15  # share of scene orbits reserved for the test splits
     workers: int = 2
-    crf: int = 0  # 0 = lossless H.264, so a reversed clip decodes to exactly the reversed frames
+    crf: int = 0  # 0 = lossless H.264, so a derived clip decodes to exactly its source's frames, reordered
 
     @classmethod
     def tiny(cls, out: str, **overrides) -> "SynthConfig":
@@ -63,8 +67,8 @@ class SynthConfig:
     def __post_init__(self):
         if self.size % 2 or self.size < 16:
             raise ValueError(f"size must be even and >= 16, got {self.size}")
-        if self.frames < 2:
-            raise ValueError(f"frames must be >= 2, got {self.frames}")
+        if self.frames < 2 or self.frames % 2:
+            raise ValueError(f"frames must be even and >= 2 (a swapped-order twin exchanges the halves), got {self.frames}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 <= self.hard_negative_fraction <= 1:
@@ -74,9 +78,21 @@ class SynthConfig:
                              f"{self.shape_twin_fraction} with hard_negative_fraction {self.hard_negative_fraction}")
 
 
+# How a derived clip's frames come from its source's. Both keep the set of frames, so a model that averages
+# frames cannot tell a clip from its twin: only the order differs.
+REORDERS = {
+    "reverse": lambda frames: frames[::-1],
+    "swap_halves": lambda frames: np.roll(frames, -(len(frames) // 2), axis=0),
+}
+# Events that leave what a caption's subject names (size, colour, visibility) unchanged: after the cut in the
+# middle of a swapped-order twin the clip starts over from the scene's first state, which then still fits.
+CUT_SAFE_KINDS = ("move", "rotate")
+SWAP_HOLD = 0.15  # idle time at each end of a swapped pair's clips; the gap between the events is twice it
+
+
 @dataclass
 class Clip:
-    """One planned media file. ``flip_of`` set: its frames are that clip's frames reversed."""
+    """One planned media file. ``frames_of`` set: its frames are that clip's, reordered by ``REORDERS[reorder]``."""
 
     path: str  # relative to the corpus media folder
     scene: Scene
@@ -84,7 +100,8 @@ class Clip:
     caption: str | list[str] = ""
     group: str | None = None
     temporal: str | None = None
-    flip_of: int | None = None
+    frames_of: int | None = None
+    reorder: str | None = None
     image: bool = False
 
     def record(self, media_key: str = "video") -> dict:
@@ -125,15 +142,20 @@ def shape_twin(scene: Scene, domain: str, cfg: SynthConfig) -> Scene:
 def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, unique: bool,
                group_prefix: str, long_seconds: tuple[float, float] | None = None) -> list[Clip]:
     """``n`` clips of one split: single scenes plus hard-negative pairs (reversed, and for short clips
-    swapped). ``unique`` keeps every scene key distinct (test splits: one right answer per caption)."""
+    swapped). ``unique`` keeps every scene key distinct (test splits: one right answer per caption).
+
+    A reversed twin is its clip played backwards. A swapped twin ("B, then A" for "A, then B") is its clip with
+    the two halves exchanged, a cut in the middle: the events are timed so the halves meet in the middle of the
+    gap between them, and each half then holds one whole event with the same idle time on each side."""
     used: set[str] | None = set() if unique else None
     clips: list[Clip] = []
     groups = 0
 
-    def add(scene: Scene, frames: int, group=None, temporal=None, flip_of=None):
+    def add(scene: Scene, frames: int, group=None, temporal=None, reorder=None):
         if used is not None:
             used.add(scene.key())
-        clips.append(Clip("", scene, frames, group=group, temporal=temporal, flip_of=flip_of))
+        frames_of = len(clips) - 1 if reorder else None
+        clips.append(Clip("", scene, frames, group=group, temporal=temporal, frames_of=frames_of, reorder=reorder))
 
     def long_kw():
         seconds = float(rng.uniform(*long_seconds))
@@ -162,15 +184,16 @@ def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, 
             scene = _draw(rng, domain, cfg, used, ok=lambda s: fresh(s, s.reversed()), **kw)
             group = f"{group_prefix}-hn{groups:05d}"
             add(scene, frames, group, "reversed")
-            add(scene.reversed(), frames, group, "reversed", flip_of=len(clips) - 1)
+            add(scene.reversed(), frames, group, "reversed", reorder="reverse")
             groups += 1
         elif not long_seconds and n - len(clips) >= 2 and r < temporal_p:
             def swappable(s: Scene) -> bool:
-                return fresh(s, s.swapped())
-            scene = _draw(rng, domain, cfg, used, num_events=2, allow_visibility=False, ok=swappable)
+                return all(e.kind in CUT_SAFE_KINDS for e in s.events) and fresh(s, s.swapped())
+            scene = _draw(rng, domain, cfg, used, num_events=2, allow_visibility=False, ok=swappable,
+                          hold=SWAP_HOLD, gap=2 * SWAP_HOLD)
             group = f"{group_prefix}-hn{groups:05d}"
             add(scene, frames, group, "swapped")
-            add(scene.swapped(), frames, group, "swapped")
+            add(scene.swapped(), frames, group, "swapped", reorder="swap_halves")
             groups += 1
         else:
             add(_draw(rng, domain, cfg, used, **kw), frames)
@@ -239,12 +262,12 @@ def _name_and_caption(plans: dict[tuple[str, str], list[Clip]], cfg: SynthConfig
 def _render_job(job: tuple) -> int:
     scene, num_frames, size, fps, crf, outputs, image = job
     frames = render_frames(scene, num_frames, size)
-    for path, flip in outputs:
+    for path, reorder in outputs:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         if image:
             write_image(path, frames[0])
         else:
-            write_video(path, frames[::-1] if flip else frames, fps=fps, crf=crf)
+            write_video(path, REORDERS[reorder](frames) if reorder else frames, fps=fps, crf=crf)
     return len(outputs)
 
 
@@ -253,13 +276,13 @@ def _jobs(plans: dict[tuple[str, str], list[Clip]], cfg: SynthConfig) -> list[tu
     jobs = []
     for (corpus, _), clips in plans.items():
         media = out / get_corpus(corpus).media_dir
-        flipped = {c.flip_of: j for j, c in enumerate(clips) if c.flip_of is not None}
+        derived = {c.frames_of: c for c in clips if c.frames_of is not None}
         for j, clip in enumerate(clips):
-            if clip.flip_of is not None:
+            if clip.frames_of is not None:
                 continue
-            outputs = [(str(media / clip.path), False)]
-            if j in flipped:
-                outputs.append((str(media / clips[flipped[j]].path), True))
+            outputs = [(str(media / clip.path), None)]
+            if j in derived:
+                outputs.append((str(media / derived[j].path), derived[j].reorder))
             jobs.append((clip.scene, clip.num_frames, cfg.size, cfg.fps, cfg.crf, outputs, clip.image))
     # long videos first, so the pool is not left waiting on one at the end
     return sorted(jobs, key=lambda j: -j[1] * len(j[5]))
@@ -303,7 +326,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> dict:
         for job in jobs:
             bar.update(_render_job(job))
     bar.close()
-    manifest = {"config": asdict(cfg), "splits": _write_annotations(plans, cfg),
+    manifest = {"generator_version": GENERATOR_VERSION, "config": asdict(cfg), "splits": _write_annotations(plans, cfg),
                 "seconds": round(time.perf_counter() - start, 2)}
     (Path(cfg.out) / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
