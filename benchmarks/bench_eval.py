@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from encoders.umt import VideoTextConfig, build_video_text_model, load_video_text_model  # noqa: E402
-from retrieval import eval as cli  # noqa: E402
-from retrieval.evaluator import EvalConfig, Embeddings, itm_scores, rerank_pairs  # noqa: E402
+from encoders.video_text import VideoTextConfig, build_video_text_model, load_video_text_model, save_pretrained
+from retrieval import eval as cli
+from retrieval.evaluator import EvalConfig, Embeddings, itm_scores, rerank_pairs
+from retrieval.synthetic import synthetic_root
 
 STAND_IN = dict(vision_model="videomamba_tiny", vision_overrides={"img_size": 64, "num_frames": 8},
                 text_pretrained=False, mlm=False)  # VideoMamba-Ti on 64x64 synthetic frames, MiniLM 6 + 2 fusion
@@ -92,7 +90,7 @@ def bench_itm(model, args) -> dict:
 def bench_full(args) -> dict:
     cache = Path(args.cache_dir or tempfile.mkdtemp(prefix="bench_eval_"))
     start = time.perf_counter()
-    root = cli.synthetic_root("msrvtt", cache, args.full, None)
+    root = synthetic_root("msrvtt", cache, args.full, None)
     generated = time.perf_counter() - start
     argv = ["--bench", "msrvtt", "--data-root", str(root), "--cache-dir", str(cache), "--no-cache",
             "--num-frames", str(args.frames), "--k-test", str(args.k_test), "--output", str(cache / "full.json")]
@@ -124,7 +122,7 @@ def main() -> None:
     if args.full:
         if not args.checkpoint:  # the CLI loads saved models: save the stand-in
             args.checkpoint = tempfile.mkdtemp(prefix="bench_eval_model_")
-            model.save_pretrained(args.checkpoint)
+            save_pretrained(model, args.checkpoint)
         print(json.dumps({"full": bench_full(args)}, indent=1))
 
 

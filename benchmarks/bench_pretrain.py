@@ -8,20 +8,17 @@ variant, the demo configuration."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch.utils.data import DataLoader, Dataset
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from encoders.umt import VideoTextConfig, build_video_text_model  # noqa: E402
-from training.config import TrainConfig, merge  # noqa: E402
-from training.distributed import ShardedBatchSampler  # noqa: E402
-from training.loop import Trainer  # noqa: E402
-from training.meta_loader import MetaLoader  # noqa: E402
+from encoders.video_text import VideoTextConfig, build_video_text_model
+from training.config import TrainConfig, merge
+from training.loop import Trainer
+from training.meta_loader import MetaLoader
+from training.objective import UMTObjective
+from training.sampler import ShardedBatchSampler
 
 DEMO = {"embed_dim": 192, "depth": 8, "patch_size": 16, "img_size": 64, "num_frames": 8}
 VARIANTS = {
@@ -56,7 +53,7 @@ def clips_per_second(vision: dict, text: dict, batch: int, steps: int) -> float:
     loader = MetaLoader({"video": DataLoader(data, batch_sampler=ShardedBatchSampler(len(data), batch))})
     cfg = merge(TrainConfig(), {"output_dir": "/tmp/pretrain_throughput", "optim": {"max_steps": steps + 1},
                                 "loss": {"mlm": 1.0 if text["mlm"] else 0.0}})
-    trainer = Trainer(model, loader, cfg, progress=False)
+    trainer = Trainer(UMTObjective(model, cfg.objective), loader, cfg, progress=False)
     batches = [b for _, b in loader.epoch(0)]
     trainer.train_step(batches[0])
     started = time.perf_counter()

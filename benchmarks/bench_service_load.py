@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -24,9 +23,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 QUERIES = [f"a {c} {s} {a}" for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "star")
            for a in ("moves left", "grows bigger", "rotates", "turns orange")]
 
@@ -34,11 +30,11 @@ QUERIES = [f"a {c} {s} {a}" for c in ("red", "green", "blue", "yellow") for s in
 def build_model(directory: Path) -> Path:
     import torch
 
-    from encoders.umt import VideoTextConfig, build_video_text_model
+    from encoders.video_text import VideoTextConfig, build_video_text_model, save_pretrained
 
     torch.manual_seed(0)
     model, _ = build_video_text_model(VideoTextConfig(fusion_layers=1, mlm=False))
-    model.save_pretrained(str(directory), only_changed=True)
+    save_pretrained(model, str(directory), only_changed=True)
     return directory
 
 
@@ -68,8 +64,7 @@ def start_service(data_dir: Path, model: Path, batching: bool, queue: int) -> tu
     port = free_port()
     args = [sys.executable, "-m", "service", "--port", str(port), "--data-dir", str(data_dir), "--model-path",
             str(model), "--micro-batching", str(batching).lower(), "--queue-size", str(queue)]
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -131,7 +126,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         tmp = Path(tmp)
         model = Path(args.model_path) if args.model_path else build_model(tmp / "model")
-        from service.embedder import load_embedder
+        from encoders.video_text import load_embedder
 
         dim = load_embedder(str(model)).dim
         t0 = time.perf_counter()

@@ -7,6 +7,8 @@ Accepted layouts (all mapped onto the vision-encoder key names of `videomamba.py
   classification (video_sm/image_sm: `norm_f` -> `norm`, `head.*` dropped);
   ImageNet (2-D patch weights (D,3,p,p) inflated to (D,3,k,p,p) at the centre frame; no temporal embedding:
   it starts at zero, as the official inflation leaves it).
+The joint video-text model's official layouts (`text_encoder.bert.*` or `text_encoder.*`, `clip_teacher.*`) are
+renamed by `convert_official_video_text` before the vision part goes through the same filter.
 pos_embed is resized bicubically to the model's patch grid (cls entry kept) and temporal_pos_embedding linearly
 to its frame count.
 
@@ -63,6 +65,32 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict[str, torch.
         sd["temporal_pos_embedding"] = resize_temporal_pos_embed(sd["temporal_pos_embedding"],
                                                                  own["temporal_pos_embedding"].shape[1])
     return sd
+
+
+def convert_official_video_text(state_dict: dict, mlm_form: bool, with_teacher: bool) -> dict[str, torch.Tensor]:
+    """An official UMT_VIDEOMAMBA state dict (either text form) under our joint model's key names.
+
+    `text_encoder.bert.` <-> `text_encoder.` follows `mlm_form` (a model with the MLM head keeps `bert.`);
+    `text_encoder.cls.*` is dropped without the MLM head; `clip_teacher.*` is dropped without a teacher.
+    """
+    sd = dict(state_dict)
+    for wrapper in ("model", "module", "state_dict"):
+        if wrapper in sd and isinstance(sd[wrapper], dict):
+            sd = dict(sd[wrapper])
+    renamed = {}
+    for k, v in sd.items():
+        if k.startswith("text_encoder."):
+            rest = k[len("text_encoder."):].removeprefix("bert.")
+            if rest.startswith("cls."):
+                if not mlm_form:
+                    continue
+                k = "text_encoder." + rest
+            else:
+                k = ("text_encoder.bert." if mlm_form else "text_encoder.") + rest
+        elif k.startswith("clip_teacher.") and not with_teacher:
+            continue
+        renamed[k] = v
+    return renamed
 
 
 def inflate_patch_weight(weight_2d: torch.Tensor, frames: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from encoders.registry import create_model
-from encoders.video_io import IMAGE_EXTENSIONS, VideoDecodeError, VideoSource, load_video
+from media import IMAGE_EXTENSIONS, VideoDecodeError, VideoSource, load_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".gif")
 

@@ -163,10 +163,9 @@ class VideoStore:
     def num_videos(self) -> int:
         return self.db.count_videos()
 
-    def video_vector(self, video_id: int) -> np.ndarray | None:
-        """A whole-video vector: the normalized mean of its segment vectors."""
-        vectors = self.db.video_segment_vectors(video_id)
-        return normalize(vectors.mean(0)) if len(vectors) else None
+    def segment_vectors(self, video_id: int) -> np.ndarray:
+        """(num_segments, dim) unit vectors of a video in time order; empty for an unknown id."""
+        return self.db.video_segment_vectors(video_id)
 
     def search(self, query, k: int = 10, min_score: float = -1.0, filters: dict | None = None,
                exclude: set[int] | frozenset = frozenset()) -> list[VideoHit]:

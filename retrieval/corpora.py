@@ -10,7 +10,7 @@ files are usually arranged)::
 Text handling per corpus: ``single`` (one str caption per record; several records may share a video),
 ``multi`` (a caption list = several ground-truth texts of one video, MSVD) and ``paragraph`` (a caption
 list of sentences joined with spaces, DiDeMo/ActivityNet). Captions pass through the official
-:func:`retrieval.text.pre_text`. Records may carry ``"hard_negative_group"`` and ``"temporal"`` (synthetic
+:func:`encoders.video_text.pre_text`. Records may carry ``"hard_negative_group"`` and ``"temporal"`` (synthetic
 corpora: clips that differ only in time order, or for training only in the shape, ``"shape"``); benchmarks
 expose them for temporal accuracy, and training batches keep a group together.
 
@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.text import pre_text
+from encoders.video_text import pre_text
 
 ANNO_PRETRAIN = "anno_pretrain"
 ANNO_DOWNSTREAM = "anno_downstream"

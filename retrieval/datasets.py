@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from encoders.video_io import load_video
+from media import load_video
 from retrieval.corpora import Benchmark, Pairs
 
 

@@ -7,13 +7,13 @@ Two score sets, as the official code reports them:
 Optionally `emb_dsl`: dual-softmax applied to the ITC matrices (not part of the official protocol).
 
 The model is anything with `encode_vision`, `encode_text`, `vision_proj`, `text_proj` and `itm_logits`
-(`encoders.umt.VideoTextModel`); one that also has `project_vision_for_itm` (and `itm_logits`' `vision_kv` and
+(`encoders.video_text.VideoTextModel`); one that also has `project_vision_for_itm` (and `itm_logits`' `vision_kv` and
 `cls_only`) is re-ranked with each video's cross-attention keys/values projected once. Under torch.distributed,
 videos and ITM pairs are split across ranks and the results summed with all_reduce, like the official code.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,11 +21,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from encoders.video_text import Tokenize
+from retrieval.distributed import rank_world
 from retrieval.metrics import gt_lists, retrieval_metrics, temporal_accuracy
 
 ITM_FILL = -100.0
-
-Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -59,13 +59,6 @@ class Embeddings:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.contiguous() for k, v in vars(self).items()}
-
-
-def rank_world(split: bool = True) -> tuple[int, int]:
-    """(rank, world size) to split work over; (0, 1) outside torch.distributed or when not splitting."""
-    if split and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _sum_across_ranks(t: torch.Tensor, split: bool) -> torch.Tensor:

@@ -20,9 +20,9 @@ class FrameAveraged:
     def __getattr__(self, name: str):
         return getattr(self.model, name)
 
-    def encode_vision(self, video: torch.Tensor, test: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_vision(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if video.dim() != 5:
             raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
         batch, frames = video.shape[:2]
-        tokens, pooled = self.model.encode_vision(video.reshape(batch * frames, 1, *video.shape[2:]), test=test)
+        tokens, pooled = self.model.encode_vision(video.reshape(batch * frames, 1, *video.shape[2:]))
         return tokens.reshape(batch, -1, tokens.shape[-1]), pooled.reshape(batch, frames, pooled.shape[-1])

@@ -11,9 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-
-class Overloaded(RuntimeError):
-    """The queue in front of the encoder is full."""
+from service.errors import Overloaded
 
 
 class MicroBatcher:

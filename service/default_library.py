@@ -10,25 +10,15 @@ import logging
 import threading
 from pathlib import Path
 
-from encoders.umt import demo_model_path
-from service.config import ServiceConfig
+from retrieval.corpora import load_benchmark
+from retrieval.synth.writer import SynthConfig, generate
+from service import ingest
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
 SYNTH_COUNTS = dict(msrvtt_test=24, didemo_test=3)
 SYNTH_LONG_SECONDS = (12.0, 16.0)
-
-
-def resolve_model_path(config: ServiceConfig) -> str:
-    """The configured model, else the committed demo model (or $VMR_DEMO_MODEL)."""
-    if config.model_path:
-        return config.model_path
-    demo = Path(demo_model_path())
-    if not demo.exists():
-        raise FileNotFoundError(f"no model configured and no demo model at {demo}: pass --model-path DIR "
-                                "(a save_pretrained folder or an official .pth)")
-    return str(demo)
 
 
 def start_default_library(state: ServiceState) -> threading.Thread | None:
@@ -43,10 +33,6 @@ def start_default_library(state: ServiceState) -> threading.Thread | None:
 
 
 def _build(state: ServiceState) -> None:
-    from retrieval.corpora import load_benchmark
-    from retrieval.synth.writer import SynthConfig, generate
-    from service.routers.videos import submit_ingest
-
     root = state.config.media_root / "synth"
     try:
         if not (root / "manifest.json").exists():
@@ -64,7 +50,7 @@ def _build(state: ServiceState) -> None:
             for v, path in enumerate(bench.videos):
                 captions = [bench.texts[t] for t in bench.vid2txt[v]]
                 fields = {"corpus": corpus, "caption": " ".join(captions)}
-                jobs.append(submit_ingest(state, Path(path), fields, None, "default", Path(path).name))
+                jobs.append(ingest.submit(state, Path(path), fields, None, "default", Path(path).name))
         for i, job in enumerate(jobs):
             while job.status not in ("done", "failed"):
                 state.default_library["status"] = f"indexing {i}/{len(jobs)}"

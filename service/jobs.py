@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 
-from service.batcher import Overloaded
+from service.errors import Overloaded
 
 log = logging.getLogger(__name__)
 

@@ -1,58 +1,21 @@
-"""Everything a request handler needs, built once per app and stored on `app.state.service`."""
+"""Everything a request handler needs, built once per app (`build_state`) and stored on `app.state.service`."""
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
+from encoders.video_text import Embedder, demo_model_path, load_embedder
 from index import VideoStore
 from service.batcher import MicroBatcher
+from service.checkpointer import Checkpointer
 from service.config import ServiceConfig
-from service.embedder import Embedder
 from service.jobs import JobManager
 from service.metrics import ServiceMetrics
+from service.queries import run_searches
 
 log = logging.getLogger(__name__)
-
-
-class Checkpointer:
-    """Writes the FAISS caches every `interval_s` seconds while something changed, and once more at stop."""
-
-    def __init__(self, store: VideoStore, interval_s: float):
-        self.store, self.interval_s = store, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.store.checkpoint()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.store.checkpoint()
-            except Exception:  # a failed checkpoint loses nothing (SQLite holds the data); retry next round
-                log.exception("index checkpoint failed")
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    text: str
-    k: int
-    min_score: float
-    filters: dict | None
-
-
-def run_searches(embedder: Embedder, store: VideoStore, queries: list[SearchQuery]) -> list[list]:
-    """One encoder forward and one batched FAISS search for a micro-batch of text queries."""
-    vectors = embedder.embed_texts([q.text for q in queries])
-    hits = store.search_many(vectors, max(q.k for q in queries), [q.min_score for q in queries],
-                             [q.filters for q in queries])
-    return [h[:q.k] for h, q in zip(hits, queries)]
 
 
 @dataclass
@@ -61,8 +24,42 @@ class ServiceState:
     embedder: Embedder
     store: VideoStore
     text_batcher: MicroBatcher  # texts -> vectors (POST /embed)
-    search_batcher: MicroBatcher  # SearchQuery -> hits (POST /search): one forward + one FAISS call per batch
+    search_batcher: MicroBatcher  # SearchQuery -> hits (POST /search): one forward + one index call per batch
     jobs: JobManager
     metrics: ServiceMetrics
     checkpointer: Checkpointer
     default_library: dict = field(default_factory=dict)  # progress of the embedded default, when it is built
+
+
+def resolve_model_path(config: ServiceConfig) -> str:
+    """The configured model, else the committed demo model (or $VMR_DEMO_MODEL)."""
+    if config.model_path:
+        return config.model_path
+    demo = Path(demo_model_path())
+    if not demo.exists():
+        raise FileNotFoundError(f"no model configured and no demo model at {demo}: pass --model-path DIR "
+                                "(a save_pretrained folder or an official .pth)")
+    return str(demo)
+
+
+def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> ServiceState:
+    if embedder is None:
+        embedder = load_embedder(resolve_model_path(config), num_frames=config.num_frames,
+                                 frame_size=config.frame_size, max_text_tokens=config.max_text_tokens)
+    config.media_root.mkdir(parents=True, exist_ok=True)
+    store = VideoStore(config.data_dir / "index", embedder.dim, config.index)
+    log.info("library: %d videos, %d texts, index %s", store.num_videos(), store.num_texts(), store.recovery())
+    metrics = ServiceMetrics()
+
+    def on_batch(size: int, seconds: float) -> None:
+        metrics.batch_size.observe(size)
+        metrics.batch_seconds.observe(seconds)
+
+    batch = config.batch_size if config.micro_batching else 1
+    wait = config.batch_wait_ms / 1000
+    text_batcher = MicroBatcher(embedder.embed_texts, batch, wait, config.queue_size, on_batch)
+    search_batcher = MicroBatcher(partial(run_searches, embedder, store), batch, wait, config.queue_size, on_batch)
+    jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
+                      record_path=config.data_dir / "jobs.sqlite")
+    return ServiceState(config, embedder, store, text_batcher, search_batcher, jobs, metrics,
+                        Checkpointer(store, config.checkpoint_interval_s))

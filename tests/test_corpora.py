@@ -5,7 +5,7 @@ import pytest
 from retrieval.corpora import (AnnotationError, get_corpus, list_corpora, load_benchmark, load_pairs,
                                read_annotation)
 from retrieval.synth import SynthConfig, generate
-from retrieval.text import pre_text
+from encoders.video_text import pre_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

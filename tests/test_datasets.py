@@ -101,7 +101,7 @@ def test_unaugmented_training_clips_are_resized_frames_in_rand_order(tmp_path):
     name left/right or sizes)."""
     import random
 
-    from encoders.video_io import load_video
+    from media import load_video
 
     generate(SynthConfig.tiny(tmp_path), progress=False)
     pairs = load_pairs("webvid", tmp_path)

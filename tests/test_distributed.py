@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_training import ToyClips, tiny_video_text, toy_config  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from encoders.losses import vtc_loss  # noqa: E402
-from training.distributed import DistInfo, ShardedBatchSampler, cleanup, init_distributed  # noqa: E402
+from training.losses import vtc_loss  # noqa: E402
+from retrieval.distributed import DistInfo, cleanup, init_distributed  # noqa: E402
+from training.sampler import ShardedBatchSampler  # noqa: E402
 from training.loop import Trainer, unwrap  # noqa: E402
 from training.meta_loader import MetaLoader  # noqa: E402
 from training.seeded import SeededDataset  # noqa: E402

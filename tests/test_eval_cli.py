@@ -6,29 +6,21 @@ import shutil
 import pytest
 import torch
 
-from encoders.umt import build_video_text_model
+from encoders.video_text import build_video_text_model
 from retrieval import eval as cli
 from retrieval.corpora import load_benchmark
-from retrieval.synth.writer import SynthConfig, generate
+from retrieval.synthetic import synthetic_root
 
 COMMON = ["--checkpoint", cli.TINY_MODEL, "--num-frames", "4", "--k-test", "4", "--no-progress", "--batch-size", "4"]
 
 
-@pytest.fixture(scope="module")
-def msrvtt_root(tmp_path_factory):
-    """The generator's tiny corpus: 10 msrvtt test clips (some in hard-negative groups), 12 train clips, 2 DiDeMo."""
-    root = tmp_path_factory.mktemp("synth")
-    generate(SynthConfig.tiny(root), progress=False)
-    return root
-
-
 def test_synthetic_split_generated_when_no_data_root(tmp_path, monkeypatch):
-    root = cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None)
+    root = synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None)
     bench = load_benchmark("lsmdc", root)
     assert len(bench.videos) == 3 and not (root / "MSRVTT_Videos").exists()
-    assert cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None) == root  # generated once
+    assert synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None) == root  # generated once
     monkeypatch.setattr("retrieval.synth.writer.GENERATOR_VERSION", 1)  # files written by another generator
-    assert cli.synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None) != root
+    assert synthetic_root("lsmdc", tmp_path, videos=3, train_videos=None) != root
 
 
 def test_corpus_with_bad_videos_reports_exactly_those(msrvtt_root, tmp_path, capsys):
@@ -112,25 +104,6 @@ def test_paragraph_benchmark_one_text_per_video(msrvtt_root, tmp_path):
                     "--output", str(tmp_path / "d.json")] + COMMON)
     assert res["counts"]["texts_evaluated"] == 2 and res["meta"]["bench"] == "didemo"
     assert res["emb"]["t2v_r5"] == 100.0  # two candidates: every rank is <= 2
-
-
-@pytest.mark.slow  # two training steps plus two evaluations: about 15 s on an idle 2-core machine
-def test_finetune_then_evaluate(msrvtt_root, tmp_path):
-    """--train: a few VTC+VTM steps on the train split change the weights, the tuned model is saved and then
-    evaluated (never from cached embeddings)."""
-    out_dir = tmp_path / "ft"
-    args = ["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path),
-            "--output", str(tmp_path / "f.json"), "--train", "--train-batch-size", "4", "--max-steps", "2",
-            "--lr", "1e-3", "--no-augment", "--output-dir", str(out_dir)] + COMMON
-    before = cli.main([a for a in args if a not in ("--train",)])
-    after = cli.main(args)
-    assert not after["meta"]["embeddings_cached"] and after["meta"]["embeddings_file"] is None
-    assert (out_dir / "model" / "model.safetensors").is_file() and list((out_dir / "checkpoints").iterdir())
-    tuned, _ = cli.load_video_text_model(str(out_dir / "model"))
-    fresh, _, _ = cli.load_model(cli.build_parser().parse_args(["--bench", "msrvtt"] + COMMON))
-    changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, tuned.state_dict()[k])]
-    assert "vision_proj.weight" in changed and "itm_head.weight" in changed
-    assert after["emb"] != before["emb"]
 
 
 @pytest.mark.slow  # two torchrun processes over gloo: about 20 s on an idle 2-core machine

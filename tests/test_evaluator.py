@@ -52,7 +52,7 @@ def tiny_video_text_model():
     """The CLI's tiny model with two fusion layers, so re-ranking's [CLS]-only last layer follows a full one."""
     from dataclasses import replace
 
-    from encoders.umt import build_video_text_model
+    from encoders.video_text import build_video_text_model
     from retrieval.eval import tiny_config
 
     return build_video_text_model(replace(tiny_config(num_frames=2, seed=0), fusion_layers=2))[0].eval()

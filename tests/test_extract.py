@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from encoders.extract import VideoFeatureExtractor, main
-from encoders.video_io import VideoDecodeError, load_video, write_video
+from media import VideoDecodeError, load_video, write_video
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,8 +3,9 @@ identically and reversed hard-negative pairs sit at exactly 50% temporal accurac
 import pytest
 import torch
 
-from encoders.umt import build_video_text_model, make_tokenize
+from encoders.video_text import build_video_text_model, make_tokenize
 from retrieval import eval as cli
+from retrieval.corpora import load_benchmark
 from retrieval.frame_average import FrameAveraged
 from retrieval.synth.writer import SynthConfig, generate
 
@@ -40,7 +41,7 @@ def test_cli_baseline_is_chance_on_reversed_pairs(tmp_path):
     root = tmp_path / "data"
     generate(SynthConfig.tiny(root, msrvtt_test=24, hard_negative_fraction=1.0), progress=False)  # 8-frame clips:
     # all 8 frames sampled, so a reversed clip's frames are exactly its twin's, backwards
-    bench = cli.load_benchmark("msrvtt", root)
+    bench = load_benchmark("msrvtt", root)
     assert "reversed" in bench.temporal.values()
     common = ["--bench", "msrvtt", "--data-root", str(root), "--cache-dir", str(tmp_path / "c"), "--checkpoint",
               cli.TINY_MODEL, "--num-frames", "8", "--k-test", "24", "--no-progress", "--batch-size", "8"]

@@ -153,7 +153,7 @@ def test_store_upsert_texts_and_dim_guard(tmp_path):
     assert store.search(x[5], k=1)[0].video.path == "a2.mp4" and store.num_videos() == 1
     tids = store.add_texts(["a dog", "a cat"], x[2:4])
     assert store.search_texts(x[3], k=1)[0].text.id == tids[1]
-    np.testing.assert_allclose(store.video_vector(vid), x[5], atol=1e-6)
+    np.testing.assert_allclose(store.segment_vectors(vid), x[5:6], atol=1e-6)
     store.close()
     with pytest.raises(ValueError, match="16-d"):
         VideoStore(tmp_path, 16)

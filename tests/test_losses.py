@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoders.losses import (mask_tokens_for_mlm, mlm_loss, sample_hard_negatives, similarity, uta_loss, vtc_loss,
+from training.losses import (mask_tokens_for_mlm, mlm_loss, sample_hard_negatives, similarity, uta_loss, vtc_loss,
                              vtm_loss, vtm_pairs)
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from encoders.masking import MASK_TYPES, attention_mask, make_mask
+from training.masking import MASK_TYPES, attention_mask, make_mask
 
 
 @pytest.mark.parametrize("kind", [k for k in MASK_TYPES if k != "attention"])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.umt import VideoTextConfig, build_video_text_model, make_tokenize
-from encoders.video_io import normalize
+from encoders.video_text import VideoTextConfig, build_video_text_model, make_tokenize
+from media import normalize
+from training.objective import UMTObjective
 from retrieval.synth.caption import caption
 from retrieval.synth.render import render_frames
 from retrieval.synth.scene import sample_scene
@@ -50,14 +51,15 @@ def test_tiny_joint_model_overfits_16_clips():
     ids, mask = make_tokenize(tokenizer, cfg.max_txt_len)(captions)
     length = int(mask.sum(1).max())
     ids, mask = ids[:, :length], mask[:, :length]
+    objective = UMTObjective(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
 
     start = r1 = total = None
     for step in range(MAX_STEPS):
-        losses = model(video, ids, mask, stage=2, generator=generator)
+        losses = objective(video, ids, mask, stage=2, generator=generator)
         assert set(losses) == {"loss_vtc", "loss_vtm", "loss_mlm"}
-        loss = model.total_loss(losses)
+        loss = sum(losses.values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

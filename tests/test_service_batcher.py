@@ -3,7 +3,8 @@ import asyncio
 
 import pytest
 
-from service.batcher import MicroBatcher, Overloaded
+from service.batcher import MicroBatcher
+from service.errors import Overloaded
 
 
 def run(coro):

@@ -21,17 +21,17 @@ def save_tiny_model(directory: Path) -> Path:
     """A random VideoTextModel small enough to embed a clip in milliseconds (32×32 frames, 4 frames, 32-d)."""
     import torch
 
-    from encoders.umt import VideoTextConfig, build_video_text_model
+    from encoders.video_text import VideoTextConfig, build_video_text_model, save_pretrained
 
     torch.manual_seed(0)
     model, _ = build_video_text_model(VideoTextConfig(text_layers=1, fusion_layers=1, embed_dim=32, mlm=False))
-    model.save_pretrained(str(directory), only_changed=True)
+    save_pretrained(model, str(directory), only_changed=True)
     return directory
 
 
 def write_clip(path: Path, seconds: float, seed: int, fps: float = 8.0, size: int = 32) -> Path:
     """An MP4 of moving colour noise, different for each seed."""
-    from encoders.video_io import write_video
+    from media import write_video
 
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (1, size, size, 3))

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from service.batcher import Overloaded
+from service.errors import Overloaded
 from service.jobs import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, JobManager
 
 

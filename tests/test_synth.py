@@ -1,12 +1,11 @@
 import hashlib
-import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from encoders.video_io import read_frames_at
+from media import read_frames_at
 from retrieval.corpora import load_benchmark, load_pairs
 from retrieval.synth import SynthConfig, generate
 from retrieval.synth.writer import plan_clips
@@ -172,7 +171,7 @@ def test_captions_name_every_attribute():
 
 def test_long_videos_have_the_asked_duration(corpus):
     root, _ = corpus
-    from encoders.video_io import video_duration
+    from media import video_duration
 
     bench = load_benchmark("anet", root)
     for path in bench.videos:

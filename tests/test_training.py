@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from training.checkpointing import Checkpointer
 from training.config import TrainConfig, load_config, merge, parse_override
-from training.distributed import ShardedBatchSampler
+from training.sampler import ShardedBatchSampler
 from training.loop import Trainer, weighted_total
 from training.meta_loader import MetaLoader
 from training.optim import CosineWarmup, build_optimizer, param_groups
@@ -61,8 +61,10 @@ class ToyVideoText(nn.Module):
 
 
 def tiny_video_text(dropout: bool = True) -> nn.Module:
-    """The real VideoTextModel at test size: videomamba_test_tiny (4 frames of 32x32) + MiniLM with 2 fusion layers."""
-    from encoders.umt import VideoTextConfig, build_video_text_model
+    """The UMT objective over the real VideoTextModel at test size: videomamba_test_tiny (4 frames of 32x32) + MiniLM
+    with 2 fusion layers."""
+    from encoders.video_text import VideoTextConfig, build_video_text_model
+    from training.objective import UMTObjective
 
     model, _ = build_video_text_model(VideoTextConfig(vision_model="videomamba_test_tiny", text_encoder="minilm",
                                                       fusion_layers=2, embed_dim=16))
@@ -72,7 +74,7 @@ def tiny_video_text(dropout: bool = True) -> nn.Module:
                 module.p = 0.0
             elif isinstance(getattr(module, "dropout", None), float):
                 module.dropout = 0.0
-    return model
+    return UMTObjective(model)
 
 
 def toy_loader(seed: int = 0, batch: int = 4, rank: int = 0, world: int = 1, n: int = 16,
@@ -288,20 +290,20 @@ def test_pretrain_cli_trains_on_synthetic_corpus_and_reports_exactly_the_bad_fil
 
 
 def test_init_from_takes_the_weights_from_the_model_and_how_to_train_from_the_config(tmp_path):
-    from encoders.umt import VideoTextConfig, build_video_text_model
+    from encoders.video_text import VideoTextConfig, build_video_text_model, save_pretrained
     from training.pretrain import build_model
 
     saved = VideoTextConfig(vision_model="videomamba_test_tiny", text_layers=2, embed_dim=16, freeze_text=True,
-                            mlm=False, mlm_prob=0.5)
+                            mlm=False)
     model, _ = build_video_text_model(saved)
-    model.save_pretrained(str(tmp_path / "init"), only_changed=True)
+    save_pretrained(model, str(tmp_path / "init"), only_changed=True)
     cfg = TrainConfig()
     merge(cfg, {"data": {"num_frames": 4, "image_size": 32}, "loss": {"mlm": 1.0},
                 "model": {"init_from": str(tmp_path / "init"),
                           "video_text": {"freeze_text": True, "trainable_text_layers": 1, "mlm": True,
-                                         "mlm_prob": 0.3, "embed_dim": 999}}})
+                                         "embed_dim": 999}}})
     loaded, _ = build_model(cfg)
-    assert loaded.cfg.trainable_text_layers == 1 and loaded.cfg.mlm_prob == 0.3 and loaded.cfg.mlm
+    assert loaded.cfg.trainable_text_layers == 1 and loaded.cfg.mlm
     assert loaded.cfg.embed_dim == 16  # what the weights are comes from the saved model
     layers = loaded.text_bert.encoder.layer
     assert not any(p.requires_grad for p in layers[0].parameters())

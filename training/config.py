@@ -9,6 +9,9 @@ from typing import Any
 
 import yaml
 
+from training.losses import UTA_LOSS_TYPES, UTA_NORM_TYPES
+from training.masking import MASK_TYPES
+
 DATA_CHOICES = ("webvid", "cc3m", "5m", "synth")
 
 
@@ -42,6 +45,8 @@ class OptimConfig:
 
 @dataclass
 class LossWeights:
+    """How much each UMT loss counts in the total (the one place these are defined)."""
+
     vtc: float = 1.0
     vtm: float = 1.0
     mlm: float = 1.0
@@ -49,8 +54,21 @@ class LossWeights:
 
 
 @dataclass
+class ObjectiveConfig:
+    """How the UMT objective forms its losses: stage-1 video masking, MLM masking, hard negatives, UTA."""
+
+    mask_type: str = "attention"  # random | tube | tube_row | random_row | attention (by the teacher's [CLS])
+    video_mask_ratio: float = 0.8
+    image_mask_ratio: float = 0.5
+    mlm_prob: float = 0.5
+    vtm_hard_negatives: bool = True
+    uta_norm_type: str = "l2"
+    uta_loss_type: str = "l2"
+
+
+@dataclass
 class ModelConfig:
-    # encoders.umt.VideoTextConfig fields; vision num_frames/img_size follow data.num_frames/image_size
+    # encoders.video_text.VideoTextConfig fields; vision num_frames/img_size follow data.num_frames/image_size
     video_text: dict[str, Any] = field(default_factory=lambda: {"vision_model": "videomamba_middle",
                                                                 "text_encoder": "minilm"})
     init_from: str = ""  # a save_pretrained folder to start from (stage 2 starts from stage 1's export)
@@ -64,6 +82,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output_dir: str = "runs/pretrain"
     seed: int = 42
@@ -80,7 +99,7 @@ def stage_defaults(stage: int) -> dict[str, Any]:
     stage 2 unmasked without teacher for 1 epoch at 8e-5."""
     if stage == 1:
         return {"optim": {"lr": 4e-4, "epochs": 10.0, "warmup_epochs": 1.0}, "loss": {"uta": 1.0},
-                "model": {"video_text": {"teacher": "clip_b16", "mask_type": "attention"}}}
+                "model": {"video_text": {"teacher": "clip_b16"}}, "objective": {"mask_type": "attention"}}
     if stage == 2:
         return {"optim": {"lr": 8e-5, "epochs": 1.0, "warmup_epochs": 0.2}, "loss": {"uta": 0.0},
                 "model": {"video_text": {"teacher": "none"}}}
@@ -165,6 +184,11 @@ def load_config(path: str | None = None, overrides: list[dict[str, Any]] | None 
 def validate(cfg: TrainConfig) -> None:
     if cfg.stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {cfg.stage}")
+    objective = cfg.objective
+    for name, allowed in (("mask_type", MASK_TYPES), ("uta_norm_type", UTA_NORM_TYPES),
+                          ("uta_loss_type", UTA_LOSS_TYPES)):
+        if getattr(objective, name) not in allowed:
+            raise ValueError(f"objective.{name} must be one of {allowed}, got {getattr(objective, name)!r}")
     if cfg.data.name not in DATA_CHOICES:
         raise ValueError(f"data.name must be one of {DATA_CHOICES}, got {cfg.data.name!r}")
     if cfg.data.batch_size < 1 or cfg.data.image_batch_size < 1:

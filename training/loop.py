@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from training.checkpointing import Checkpointer, rng_state, set_rng_state
 from training.config import TrainConfig, from_dict, to_dict
-from training.distributed import DistInfo, all_gather_object, all_reduce_mean, barrier
+from retrieval.distributed import DistInfo, all_gather_object, all_reduce_mean, barrier
 from training.meta_loader import MetaLoader
 from training.optim import CosineWarmup, build_optimizer
 
@@ -169,10 +169,6 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        core = unwrap(self.model)
-        if isinstance(getattr(core, "temp", None), torch.Tensor):
-            with torch.no_grad():
-                core.temp.clamp_(0.001, 0.5)
         values = {loss_name(k): float(v.detach()) for k, v in losses.items()}
         values["loss"] = float(total.detach())
         if grad_norm is not None:

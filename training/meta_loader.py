@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from training.distributed import ShardedBatchSampler
+from training.sampler import ShardedBatchSampler
 
 
 class MetaLoader:

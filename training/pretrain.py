@@ -16,14 +16,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from encoders.umt import VideoTextConfig, build_video_text_model, load_video_text_model, make_tokenize
-from retrieval.corpora import load_pairs
+from encoders.video_text import (VideoTextConfig, build_video_text_model, load_video_text_model, make_tokenize,
+                                 save_pretrained)
+from retrieval.corpora import load_benchmark, load_pairs
 from retrieval.datasets import BadMediaWarning, SkipLog, VideoTextTrainDataset
+from retrieval.distributed import DistInfo, all_gather_object, barrier, cleanup, init_distributed
+from retrieval.evaluation import ClipLoading, evaluate_benchmark
+from retrieval.evaluator import EvalConfig
+from retrieval.synth.writer import SynthConfig, generate
 from training.config import DATA_CHOICES, TrainConfig, load_config, parse_override
 from training.data import ReplaceBadItems, pretrain_collate
-from training.distributed import DistInfo, ShardedBatchSampler, all_gather_object, barrier, cleanup, init_distributed
 from training.loop import Trainer, default_forward, unwrap
 from training.meta_loader import MetaLoader
+from training.objective import UMTObjective
+from training.sampler import ShardedBatchSampler
 from training.seeded import SeededDataset
 
 # data choice -> [(loader name, corpus name)]: videos and images go to separate, interleaved loaders
@@ -78,9 +84,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 # VideoTextConfig fields that say how to train, not what the weights are: with `init_from` they come from the
 # training config, everything else from the saved model.
-TRAINING_FIELDS = ("teacher", "teacher_path", "teacher_model", "mask_type", "video_mask_ratio", "image_mask_ratio",
-                   "mlm_prob", "vtm_hard_negatives", "uta_norm_type", "uta_loss_type", "freeze_text",
-                   "trainable_text_layers", "text_dropout", "vision_overrides")
+TRAINING_FIELDS = ("teacher", "teacher_path", "teacher_model", "freeze_text", "trainable_text_layers", "text_dropout",
+                   "vision_overrides")
 
 
 def build_model(cfg: TrainConfig):
@@ -108,8 +113,6 @@ def build_model(cfg: TrainConfig):
 def ensure_synth_corpus(root: Path, dist_info: DistInfo) -> None:
     """Write the default synthetic corpus into `root` once (rank 0) when it has no webvid annotation."""
     if not (root / "anno_pretrain" / "webvid_train.json").is_file() and dist_info.is_main:
-        from retrieval.synth.writer import SynthConfig, generate
-
         print(f"generating the synthetic corpus into {root} (python -m retrieval.synth --out {root})", file=sys.stderr)
         generate(SynthConfig(out=str(root)))
     barrier()
@@ -137,24 +140,20 @@ def build_loader(cfg: TrainConfig, dist_info: DistInfo, tokenizer) -> MetaLoader
 
 def make_evaluate(cfg: TrainConfig, tokenizer, device: torch.device):
     """Retrieval on the held-out split `data.eval_split` ("msrvtt" or "msrvtt:test") of the data root after every
-    epoch, with F's evaluator (ITC and ITM re-ranked); None when no split is configured."""
+    epoch (ITC and ITM re-ranked); None when no split is configured."""
     if not cfg.data.eval_split:
         return None
-    from retrieval.corpora import load_benchmark
-    from retrieval.eval import build_parser as eval_parser, evaluate_benchmark
-    from retrieval.evaluator import EvalConfig
-
     bench_name, _, split = cfg.data.eval_split.partition(":")
     bench = load_benchmark(bench_name, cfg.data.root, split or None)
-    eval_args = eval_parser().parse_args(["--bench", bench_name, "--num-frames", str(cfg.data.num_frames),
-                                          "--image-size", str(cfg.data.image_size), "--no-cache", "--no-progress"])
-    eval_cfg = EvalConfig(k_test=min(128, len(bench.videos)), progress=False, split_across_ranks=False)
+    protocol = EvalConfig(k_test=min(128, len(bench.videos)), progress=False, split_across_ranks=False)
+    clips = ClipLoading(num_frames=cfg.data.num_frames, image_size=cfg.data.image_size)
 
-    def evaluate(model, epoch: int) -> dict[str, float]:
+    def evaluate(objective: UMTObjective, epoch: int) -> dict[str, float]:
+        model = objective.model
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            results = evaluate_benchmark(eval_args, eval_cfg, model, tokenizer, "", device, cfg.data.root, bench)
+            results = evaluate_benchmark(model, tokenizer, bench, protocol, clips, device)
         model.train(was_training)
         return {f"{scores}/{key}": float(value) for scores in ("emb", "itm") if scores in results
                 for key, value in results[scores].items()}
@@ -176,8 +175,9 @@ def main(argv=None) -> TrainConfig:
             skips.update(batch)
             return default_forward(m, batch, stage)
 
-        trainer = Trainer(model, loader, cfg, dist_info, evaluate=make_evaluate(cfg, tokenizer, dist_info.device),
-                          forward=forward, progress=not args.no_progress)
+        trainer = Trainer(UMTObjective(model, cfg.objective), loader, cfg, dist_info,
+                          evaluate=make_evaluate(cfg, tokenizer, dist_info.device), forward=forward,
+                          progress=not args.no_progress)
         if cfg.resume and trainer.resume() and dist_info.is_main:
             print(f"resumed at step {trainer.state.step}", file=sys.stderr)
         with warnings.catch_warnings():
@@ -189,9 +189,8 @@ def main(argv=None) -> TrainConfig:
         if dist_info.is_main:
             summary = skips.summary(file=sys.stderr)
             (Path(cfg.output_dir) / "skipped.txt").write_text(summary + "\n")
-            unwrap(trainer.model).save_pretrained(str(Path(cfg.output_dir) / "model"),
-                                                  only_changed=cfg.model.export_only_changed,
-                                                  half=cfg.model.export_half)
+            save_pretrained(unwrap(trainer.model).model, str(Path(cfg.output_dir) / "model"),
+                            only_changed=cfg.model.export_only_changed, half=cfg.model.export_half)
             print(f"done: {trainer.state.step} steps; model in {Path(cfg.output_dir) / 'model'}", file=sys.stderr)
         barrier()
         return cfg

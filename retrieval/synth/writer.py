@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.video_io import write_image, write_video
+from media import write_image, write_video
 from retrieval.corpora import get_corpus
-from retrieval.synth import caption as captions
+import retrieval.synth.caption as captions
 from retrieval.synth.render import render_frames
 from retrieval.synth.scene import ROUND_SHAPES, SHAPES, Scene, in_test_domain, sample_scene
 

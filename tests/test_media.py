@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.video_io import (IMAGENET_MEAN, IMAGENET_STD, VideoDecodeError, get_frame_indices, load_segment, load_segments,
+from media import (IMAGENET_MEAN, IMAGENET_STD, VideoDecodeError, get_frame_indices, load_segment, load_segments,
                                load_video, read_frames_at, segment_windows, train_transform, trimmed_length,
                                video_duration, video_metadata, write_image, write_video)
 

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from encoders.umt import (VideoTextConfig, VideoTextModel, build_video_text_model, load_video_text_model,
-                          make_tokenize, official_config)
+from encoders.video_text import (VideoTextConfig, VideoTextModel, build_video_text_model, load_video_text_model,
+                                 official_config, save_pretrained)
 
 # ----------------------------------------------------------------------------- official key layout (§1.5, §1.6)
 
@@ -166,18 +166,6 @@ def test_official_loading_names_what_does_not_fit(official_retrieval_model, offi
 # ----------------------------------------------------------------------------- the tiny joint model
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    cfg = VideoTextConfig(vision_model="videomamba_test_tiny", vision_overrides={"clip_output_dim": 32},
-                          teacher="clip_test_tiny", max_txt_len=12)
-    model, tokenizer = build_video_text_model(cfg)
-    ids, mask = make_tokenize(tokenizer, 12)(["a red square moves left", "a blue circle grows",
-                                              "a green star rotates clockwise"])
-    video = torch.randn(3, 4, 3, 32, 32)
-    return model, tokenizer, video, ids, mask
-
-
 def test_encode_and_embedding_shapes(tiny):
     model, _, video, ids, mask = tiny
     model.eval()
@@ -196,38 +184,10 @@ def test_encode_and_embedding_shapes(tiny):
         model.encode_vision(video.transpose(1, 2))
 
 
-def test_forward_losses_per_stage(tiny):
-    model, _, video, ids, mask = tiny
-    model.train()
-    g = torch.Generator().manual_seed(0)
-    stage1 = model(video, ids, mask, stage=1, generator=g)
-    assert set(stage1) == {"loss_vtc", "loss_vtm", "loss_mlm", "loss_uta"}
-    assert all(torch.isfinite(v) and v > 0 for v in stage1.values())
-    model.total_loss(stage1).backward()
-    assert model.vision_encoder.clip_decoder[0].head.weight.grad is not None
-    assert model.itm_head.weight.grad is not None
-    stage2 = model(video, ids, mask, stage=2, generator=g)
-    assert set(stage2) == {"loss_vtc", "loss_vtm", "loss_mlm"}
-    assert set(model(video, ids, mask, stage=2, mlm=False, generator=g)) == {"loss_vtc", "loss_vtm"}
-    with pytest.raises(ValueError, match="stage must be 1 or 2"):
-        model(video, ids, mask, stage=3)
-    model.zero_grad()
-
-
-def test_temperature_is_clamped(tiny):
-    model, _, video, ids, mask = tiny
-    with torch.no_grad():
-        model.temp.fill_(5.0)
-    model(video, ids, mask, stage=2, mlm=False)
-    assert model.temp.item() == pytest.approx(0.5)
-    with torch.no_grad():
-        model.temp.fill_(0.07)
-
-
 def test_save_and_load_round_trip_only_changed(tiny, tmp_path):
     model, _, video, ids, mask = tiny
     model.eval()
-    model.save_pretrained(str(tmp_path), only_changed=True)
+    save_pretrained(model, str(tmp_path), only_changed=True)
     meta = json.loads((tmp_path / "config.json").read_text())
     assert "text_encoder.bert.encoder.layer.0.attention.self.query.weight" in meta["filled_from_package"]
     assert os.path.getsize(tmp_path / "model.safetensors") < 10e6  # MiniLM alone is 90 MB
@@ -241,33 +201,11 @@ def test_save_and_load_round_trip_only_changed(tiny, tmp_path):
         torch.testing.assert_close(loaded.vision_embedding(video), model.vision_embedding(video))
 
 
-def test_mlm_head_added_to_a_model_saved_without_one_keeps_its_weights(tmp_path):
-    torch.manual_seed(0)
-    cfg = VideoTextConfig(vision_model="videomamba_test_tiny", mlm=False, max_txt_len=12)
-    model, tokenizer = build_video_text_model(cfg)
-    model.save_pretrained(str(tmp_path), only_changed=True)
-    loaded, _ = load_video_text_model(str(tmp_path))
-    before = {k.replace("text_encoder.", "text_encoder.bert.", 1): v.clone() for k, v in loaded.state_dict().items()}
-    loaded.add_mlm_head()
-    after = loaded.state_dict()
-    assert loaded.cfg.mlm and set(before) < set(after)
-    assert all(torch.equal(v, after[k]) for k, v in before.items())  # the tied decoder did not re-init the embeddings
-    head = loaded.text_encoder.cls.predictions
-    assert head.decoder.weight is loaded.text_bert.embeddings.word_embeddings.weight
-    ids, mask = make_tokenize(tokenizer, 12)(["a red square moves left", "a blue circle grows"])
-    losses = loaded.train()(torch.randn(2, 4, 3, 32, 32), ids, mask, generator=torch.Generator().manual_seed(0))
-    assert set(losses) == {"loss_vtc", "loss_vtm", "loss_mlm"} and torch.isfinite(losses["loss_mlm"])
-    loaded.total_loss(losses).backward()
-    assert head.transform.dense.weight.grad is not None
-    loaded.add_mlm_head()
-    assert loaded.text_encoder.cls.predictions is head
-
-
 def test_half_storage_halves_the_file_and_loads_as_float32(tiny, tmp_path):
     model, _, video, _, _ = tiny
     model.eval()
-    model.save_pretrained(str(tmp_path / "full"), only_changed=True)
-    model.save_pretrained(str(tmp_path / "half"), only_changed=True, half=True)
+    save_pretrained(model, str(tmp_path / "full"), only_changed=True)
+    save_pretrained(model, str(tmp_path / "half"), only_changed=True, half=True)
     full, half = (os.path.getsize(tmp_path / d / "model.safetensors") for d in ("full", "half"))
     assert half < 0.55 * full
     loaded, _ = load_video_text_model(str(tmp_path / "half"), teacher="none")
@@ -290,7 +228,7 @@ def test_trained_text_weights_are_stored(tiny, tmp_path):
     with torch.no_grad():
         model.state_dict()[key].add_(1.0)
     try:
-        model.save_pretrained(str(tmp_path), only_changed=True)
+        save_pretrained(model, str(tmp_path), only_changed=True)
         meta = json.loads((tmp_path / "config.json").read_text())
         assert key not in meta["filled_from_package"]
         loaded, _ = load_video_text_model(str(tmp_path), teacher="none")
@@ -308,5 +246,20 @@ def test_load_errors_are_clear(tmp_path):
         load_video_text_model(str(tmp_path))
     with pytest.raises(ValueError, match="unknown VideoTextConfig fields"):
         VideoTextConfig.from_dict({"vision": "x"})
-    with pytest.raises(ValueError, match="mask_type"):
-        VideoTextConfig(mask_type="blocks")
+
+
+def test_format_1_config_with_training_fields_loads(tmp_path):
+    """Models saved before the training objective moved out of the config (format 1) still load."""
+    torch.manual_seed(0)
+    model, _ = build_video_text_model(VideoTextConfig(vision_model="videomamba_test_tiny", mlm=False))
+    save_pretrained(model, str(tmp_path), only_changed=True)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["format_version"] = 1
+    meta["config"].update(mask_type="attention", mlm_prob=0.5, loss_weights={"vtc": 1.0})
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    loaded, _ = load_video_text_model(str(tmp_path))
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    meta["format_version"] = 7
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format_version 7"):
+        load_video_text_model(str(tmp_path))

@@ -1,4 +1,5 @@
-"""Text and video embeddings from a `VideoTextModel`, in the form the index stores them.
+"""A joint video-text model as the source of an index's vectors: unit text vectors, and a video cut into
+overlapping time windows with one unit vector each.
 
 Text: L2-normalized text_proj(cls). Video segment: the L2-normalized mean of its per-frame L2-normalized
 vision_proj(pooled) vectors. The official ITC score is the frame-average of per-frame cosines, i.e. the dot product
@@ -15,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from encoders.umt import load_video_text_model, make_tokenize
-from encoders.video_io import load_segment, segment_windows, video_duration
-from retrieval.text import pre_text
+from encoders.video_text.model import VideoTextModel
+from encoders.video_text.pretrained import load_video_text_model
+from encoders.video_text.tokenize import make_tokenize, pre_text
+from media import load_segment, segment_windows, video_duration
 
 
 @dataclass
@@ -26,19 +28,27 @@ class VideoEmbedding:
     spans: list[tuple[float, float]]
     vectors: np.ndarray  # (num_segments, dim), unit rows
 
+    def pooled(self) -> np.ndarray:
+        return pool_segments(self.vectors)
+
+
+def pool_segments(vectors: np.ndarray) -> np.ndarray:
+    """A whole video's vector: the L2-normalized mean of its segment vectors."""
+    mean = np.asarray(vectors, np.float32).mean(0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
 
 class Embedder:
-    """Thread-safe wrapper: one forward pass at a time (the CPU has few cores; parallel forwards only thrash).
+    """Thread-safe: one forward pass at a time (the CPU has few cores; parallel forwards only thrash).
 
-    Frames per clip and frame size default to what the model was built for.
+    Frames per clip and frame size default to what the model was built for (its config).
     """
 
-    def __init__(self, model, tokenizer, num_frames: int = 0, frame_size: int = 0, max_text_tokens: int = 0,
-                 device: str = "cpu"):
+    def __init__(self, model: VideoTextModel, tokenizer, num_frames: int = 0, frame_size: int = 0,
+                 max_text_tokens: int = 0, device: str = "cpu"):
         self.model = model.eval().to(device)
-        vision = model.vision_encoder
-        self.num_frames = num_frames or vision.temporal_pos_embedding.shape[1] * vision.patch_embed.kernel_size
-        self.frame_size = frame_size or vision.patch_embed.img_size
+        self.num_frames = num_frames or model.num_frames
+        self.frame_size = frame_size or model.image_size
         self.tokenize = make_tokenize(tokenizer, max_text_tokens or model.cfg.max_txt_len)
         self.device = device
         self._lock = threading.Lock()
@@ -86,6 +96,6 @@ class Embedder:
 
 
 def load_embedder(model_path: str, **kwargs) -> Embedder:
-    """A VideoTextModel saved with `save_pretrained` (or an official checkpoint) and its tokenizer."""
+    """An Embedder over a VideoTextModel saved with `save_pretrained` (or an official checkpoint)."""
     model, tokenizer = load_video_text_model(model_path)
     return Embedder(model, tokenizer, **kwargs)

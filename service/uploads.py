@@ -1,13 +1,15 @@
-"""Where video files come from: size-bounded uploads and paths confined to the media root."""
+"""Where video files come from: size-bounded uploads, paths confined to the media root, and the probe that admits
+a file as a video before any work is queued for it."""
 from __future__ import annotations
 
 import os
 import uuid
 from pathlib import Path
 
-from fastapi import HTTPException, UploadFile
+from fastapi import UploadFile
 
-from encoders.video_io import VideoDecodeError, video_duration
+from media import VideoDecodeError, video_duration
+from service.errors import BadRequest, Forbidden, NotFound, TooLarge
 
 CHUNK = 1 << 20
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
@@ -17,12 +19,12 @@ def resolve_media_path(media_root: Path, relative: str) -> Path:
     """`relative` resolved inside `media_root` (symlinks followed); anything that escapes it is refused (403)."""
     root = media_root.resolve()
     if not relative or "\x00" in relative:
-        raise HTTPException(400, "path is empty or contains a NUL byte")
+        raise BadRequest("path is empty or contains a NUL byte")
     candidate = (root / relative).resolve()
     if not candidate.is_relative_to(root):
-        raise HTTPException(403, f"path {relative!r} is outside the media root")
+        raise Forbidden(f"path {relative!r} is outside the media root")
     if not candidate.is_file():
-        raise HTTPException(404, f"no file {relative!r} under the media root")
+        raise NotFound(f"no file {relative!r} under the media root")
     return candidate
 
 
@@ -37,26 +39,26 @@ async def save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise HTTPException(413, f"upload is larger than the limit of {max_bytes} bytes")
+                    raise TooLarge(f"upload is larger than the limit of {max_bytes} bytes")
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         if size == 0:
-            raise HTTPException(400, f"upload {upload.filename!r} is empty")
+            raise BadRequest(f"upload {upload.filename!r} is empty")
     except BaseException:
         target.unlink(missing_ok=True)
         raise
     return target
 
 
-def probe_duration(path: Path, max_seconds: float, name: str) -> float:
+def probe(path: Path, max_seconds: float, name: str) -> float:
     """Duration of a decodable video no longer than `max_seconds`; clear 400/413 otherwise."""
     try:
         duration = video_duration(path)
     except VideoDecodeError as err:
-        raise HTTPException(400, f"{name} is not a decodable video: {err.reason}") from None
+        raise BadRequest(f"{name} is not a decodable video: {err.reason}") from None
     if duration <= 0:
-        raise HTTPException(400, f"{name} has no frames")
+        raise BadRequest(f"{name} has no frames")
     if duration > max_seconds:
-        raise HTTPException(413, f"{name} is {duration:.0f} s long; the limit is {max_seconds:.0f} s")
+        raise TooLarge(f"{name} is {duration:.0f} s long; the limit is {max_seconds:.0f} s")
     return duration

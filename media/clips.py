@@ -1,0 +1,72 @@
+"""Model-ready clips: decode, sample by the official rule, transform. A long video's windows are decoded in one
+pass (`load_segments`)."""
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence
+
+import torch
+
+from media.readers import OpenedVideo
+from media.sampling import get_frame_indices, trimmed_length
+from media.source import VideoSource
+from media.transforms import test_transform, train_transform
+
+
+def read_frames_at(src: VideoSource, timestamps: Sequence[float] | None = None,
+                   index_range: tuple[int, int] | None = None, reader: str | None = None) -> torch.Tensor:
+    """Raw frames, (T, H, W, 3) uint8: the frame shown at each timestamp (seconds), or every frame of
+    ``index_range = (start, stop)`` (stop excluded, clipped to the video)."""
+    if (timestamps is None) == (index_range is None):
+        raise ValueError("give exactly one of timestamps or index_range")
+    video = OpenedVideo(src, reader)
+    n = video.meta.num_frames
+    if timestamps is not None:
+        if len(timestamps) == 0:
+            raise ValueError("timestamps is empty")
+        fps = video.meta.fps or 1.0
+        indices = [min(n - 1, max(0, int(math.floor(t * fps)))) for t in timestamps]
+    else:
+        start, stop = max(0, int(index_range[0])), min(n, int(index_range[1]))
+        if start >= stop:
+            raise ValueError(f"index_range {tuple(index_range)} selects no frame of {video.name} ({n} frames)")
+        indices = list(range(start, stop))
+    return video.frames(indices)
+
+
+def load_video(src: VideoSource, num_frames: int = 8, sample: str = "middle", size: int = 224,
+               trimmed30: bool = False, train: bool = False, reader: str | None = None,
+               generator: torch.Generator | None = None, rng: random.Random | None = None) -> torch.Tensor:
+    """Decode, sample ``num_frames`` by the official rule and transform -> (T, 3, size, size) float32."""
+    video = OpenedVideo(src, reader)
+    vlen = video.meta.num_frames
+    if trimmed30:
+        vlen = trimmed_length(vlen, video.meta.fps)
+    frames = video.frames(get_frame_indices(num_frames, vlen, sample, rng=rng)).permute(0, 3, 1, 2)
+    return train_transform(frames, size, generator) if train else test_transform(frames, size)
+
+
+def load_segments(src: VideoSource, windows: Sequence[tuple[float, float]], num_frames: int = 8, size: int = 224,
+                  reader: str | None = None) -> torch.Tensor:
+    """Test-time sampling (interval middles) inside each ``(start, end)`` window in seconds, decoding the
+    video once -> (num_windows, T, 3, size, size). Pair with :func:`segment_windows` for long videos."""
+    if not windows:
+        raise ValueError("windows is empty")
+    video = OpenedVideo(src, reader)
+    n, fps = video.meta.num_frames, video.meta.fps or 1.0
+    per_window = []
+    for start, end in windows:
+        first = min(n - 1, max(0, int(math.floor(start * fps))))
+        stop = min(n, max(first + 1, int(math.ceil(end * fps))))
+        per_window.append([first + i for i in get_frame_indices(num_frames, stop - first, "middle")])
+    wanted = sorted({i for idx in per_window for i in idx})
+    frames = video.frames(wanted).permute(0, 3, 1, 2)
+    position = {i: k for k, i in enumerate(wanted)}
+    return torch.stack([test_transform(frames[[position[i] for i in idx]], size) for idx in per_window])
+
+
+def load_segment(src: VideoSource, start: float, end: float, num_frames: int = 8, size: int = 224,
+                 reader: str | None = None) -> torch.Tensor:
+    """One window of :func:`load_segments` -> (T, 3, size, size)."""
+    return load_segments(src, [(start, end)], num_frames, size, reader)[0]

@@ -1,0 +1,27 @@
+"""Fixtures shared by several test modules."""
+import pytest
+import torch
+
+from encoders.video_text import VideoTextConfig, build_video_text_model, make_tokenize
+from retrieval.synth.writer import SynthConfig, generate
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny joint model with a CLIP-shaped teacher, its tokenizer, 3 random clips and 3 tokenized captions."""
+    torch.manual_seed(0)
+    cfg = VideoTextConfig(vision_model="videomamba_test_tiny", vision_overrides={"clip_output_dim": 32},
+                          teacher="clip_test_tiny", max_txt_len=12)
+    model, tokenizer = build_video_text_model(cfg)
+    ids, mask = make_tokenize(tokenizer, 12)(["a red square moves left", "a blue circle grows",
+                                              "a green star rotates clockwise"])
+    video = torch.randn(3, 4, 3, 32, 32)
+    return model, tokenizer, video, ids, mask
+
+
+@pytest.fixture(scope="module")
+def msrvtt_root(tmp_path_factory):
+    """The generator's tiny corpus: 10 msrvtt test clips (some in hard-negative groups), 12 train clips, 2 DiDeMo."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(SynthConfig.tiny(root), progress=False)
+    return root
