@@ -40,17 +40,17 @@ def build_model(directory: Path) -> Path:
 
 def fill_library(data_dir: Path, dim: int, vectors: int, per_video: int = 4, seed: int = 0) -> None:
     """Clustered unit vectors (neighbour structure like real embeddings), bulk-inserted, then checkpointed."""
-    from index import VideoStore
+    from index import FaissLibrary, NewVideo
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((256, dim)).astype(np.float32)
-    store = VideoStore(data_dir / "index", dim)
+    store = FaissLibrary(data_dir / "index", dim)
     spans = [(2.0 * s, 2.0 * s + 4.0) for s in range(per_video)]
     for start in range(0, vectors, 10_000):
         n = min(10_000, vectors - start) // per_video
         x = centers[rng.integers(0, 256, n * per_video)] + 0.3 * rng.standard_normal((n * per_video, dim))
-        store.add_videos([(f"synthetic/{start // per_video + i}.mp4", 2.0 * per_video + 2, spans,
-                           x[i * per_video:(i + 1) * per_video], {"shard": i % 8}, None) for i in range(n)])
+        store.add_videos([NewVideo(f"synthetic/{start // per_video + i}.mp4", 2.0 * per_video + 2, spans,
+                                   x[i * per_video:(i + 1) * per_video], {"shard": i % 8}) for i in range(n)])
     store.close()
 
 

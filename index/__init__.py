@@ -1,7 +1,10 @@
-"""index layer: FAISS vector caches over an SQLite library (`VideoStore`)."""
+"""index layer: a library of videos as time segments with vectors, behind one contract (`Library`): FAISS over
+SQLite embedded (`FaissLibrary`); searches over any backend in `index.search`."""
+from index.backend import Library
 from index.faiss_index import IndexConfig, VectorIndex
-from index.metadata import Segment, TextRecord, VideoRecord
-from index.store import TextHit, VideoHit, VideoStore
+from index.faiss_library import FaissLibrary
+from index.filters import Filter, parse_filter
+from index.records import NewVideo, Segment, TextHit, TextRecord, VideoHit, VideoRecord, check_fields
 
-__all__ = ["IndexConfig", "VectorIndex", "VideoStore", "VideoHit", "TextHit", "VideoRecord", "TextRecord",
-           "Segment"]
+__all__ = ["Library", "IndexConfig", "VectorIndex", "FaissLibrary", "Filter", "parse_filter", "NewVideo", "Segment",
+           "TextHit", "TextRecord", "VideoHit", "VideoRecord", "check_fields"]

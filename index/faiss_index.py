@@ -151,15 +151,19 @@ class VectorIndex:
             all_ids = all_ids[~np.isin(all_ids, np.fromiter(self._tombstones, np.int64))]
         return all_ids
 
-    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product: (scores, ids), each (nq, k); missing results have id -1 and score -inf."""
+    def search(self, queries, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product among all ids, or only `allowed` ids (the filter runs inside the search):
+        (scores, ids), each (nq, k); missing results have id -1 and score -inf."""
         queries = _as_matrix(queries, self.dim)
         nq = len(queries)
-        fetch = min(k + len(self._tombstones), int(self._index.ntotal))
-        if fetch <= 0:
+        fetch = min(k, int(self._index.ntotal)) if allowed is not None else \
+            min(k + len(self._tombstones), int(self._index.ntotal))
+        if allowed is not None and self._tombstones:
+            allowed = np.setdiff1d(allowed, np.fromiter(self._tombstones, np.int64))
+        if fetch <= 0 or (allowed is not None and not len(allowed)):
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
-        scores, ids = self._search_raw(queries, fetch)
-        if self._tombstones:
+        scores, ids = self._search_raw(queries, fetch, allowed)
+        if self._tombstones and allowed is None:
             dead = np.isin(ids, np.fromiter(self._tombstones, np.int64))
             scores, ids = np.where(dead, -np.inf, scores), np.where(dead, -1, ids)
             order = np.argsort(-scores, axis=1, kind="stable")
@@ -172,8 +176,12 @@ class VectorIndex:
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids
 
-    def _search_raw(self, queries: np.ndarray, k: int):
-        """CPU search, or a GPU replica of the inner index (rebuilt after changes) mapped back through the ids."""
+    def _search_raw(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        """CPU search (with an id selector when `allowed` is given), or an unfiltered search on a GPU replica of
+        the inner index (rebuilt after changes) mapped back through the ids."""
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            return self._index.search(queries, k, params=self._search_parameters(selector))
         if self.config.use_gpu and self.kind != "hnsw" and gpu_available():  # faiss has no GPU HNSW
             if self._gpu_replica is None:
                 resources = faiss.StandardGpuResources()
@@ -182,6 +190,13 @@ class VectorIndex:
             id_map = faiss.vector_to_array(self._index.id_map)
             return scores, np.where(pos >= 0, id_map[np.clip(pos, 0, None)], -1)
         return self._index.search(queries, k)
+
+    def _search_parameters(self, selector):
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.ef_search)
+        if self.kind == "ivfpq":
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.nprobe)
+        return faiss.SearchParameters(sel=selector)
 
     def _apply_search_params(self) -> None:
         base = faiss.downcast_index(self._index.index)

@@ -1,28 +1,39 @@
-"""SQLite metadata and vectors: the source of truth the FAISS caches are rebuilt from.
+"""SQLite: the embedded library's source of truth (videos, their segments and vectors, captions, keywords), which
+the FAISS caches are rebuilt from.
 
 Every write is one transaction that also bumps its collection's generation number, so a FAISS checkpoint stamped
-with generation g is known to be current exactly when the database still says g.
+with generation g is known to be current exactly when the database still says g. Video ids are never reused
+(AUTOINCREMENT), so a client holding an old id never gets another video.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS videos (
-    id INTEGER PRIMARY KEY,
+from index.filters import BUILTIN, Filter, to_sql
+from index.records import MAX_TITLE_CHARS, NewVideo, Segment, TextRecord, VideoRecord, check_fields
+
+SCHEMA_VERSION = 2
+_VIDEOS_TABLE = """CREATE TABLE IF NOT EXISTS videos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
     duration REAL,
     fields TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL
-);
+    created REAL NOT NULL,
+    content_hash TEXT
+)"""
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + _VIDEOS_TABLE + """;
+CREATE INDEX IF NOT EXISTS videos_by_hash ON videos(content_hash);
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
@@ -37,33 +48,11 @@ CREATE TABLE IF NOT EXISTS texts (
     fields TEXT NOT NULL DEFAULT '{}',
     vector BLOB NOT NULL
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS video_words USING fts5(title, words, tokenize = 'unicode61');
 """
 
 COLLECTIONS = ("segments", "texts")
-
-
-@dataclass
-class Segment:
-    id: int
-    start: float
-    end: float
-
-
-@dataclass
-class VideoRecord:
-    id: int
-    path: str
-    duration: float | None
-    fields: dict = field(default_factory=dict)
-    created: float = 0.0
-    segments: list[Segment] = field(default_factory=list)
-
-
-@dataclass
-class TextRecord:
-    id: int
-    text: str
-    fields: dict = field(default_factory=dict)
+WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class MetadataDB:
@@ -77,8 +66,8 @@ class MetadataDB:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(SCHEMA)
-        stored = self._get_meta("dim")
+        self._migrate()
+        stored = self.get_meta("dim")
         if stored is None:
             with self._tx() as c:
                 c.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
@@ -93,13 +82,41 @@ class MetadataDB:
     def _tx(self):
         return _Transaction(self._conn, self._lock)
 
-    def _get_meta(self, key: str) -> str | None:
+    def _migrate(self) -> None:
+        """Schema 1 (no title, no content hash, reusable video ids, no keywords) is rebuilt as schema 2."""
+        with self._lock:
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables \
+                else None
+            if "videos" in tables and row is None:
+                self._conn.execute("PRAGMA foreign_keys=OFF")  # segments keep pointing at "videos" by name
+                with self._tx() as c:
+                    c.execute(_VIDEOS_TABLE.replace("videos (", "videos_v2 (", 1))
+                    c.execute("INSERT INTO videos_v2 (id, path, duration, fields, created) "
+                              "SELECT id, path, duration, fields, created FROM videos")
+                    c.execute("DROP TABLE videos")
+                    c.execute("ALTER TABLE videos_v2 RENAME TO videos")
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            c.execute(statement)
+                    for vid, path, fields in c.execute("SELECT id, path, fields FROM videos").fetchall():
+                        c.execute("INSERT INTO video_words (rowid, title, words) VALUES (?, ?, ?)",
+                                  (vid, "", _words(path, json.loads(fields))))
+                self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(SCHEMA)
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def get_meta(self, key: str) -> str | None:
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def generation(self, collection: str) -> int:
-        return int(self._get_meta(f"generation:{collection}") or 0)
+        return int(self.get_meta(f"generation:{collection}") or 0)
 
     @staticmethod
     def _bump(c: sqlite3.Connection, collection: str) -> None:
@@ -116,45 +133,55 @@ class MetadataDB:
             self._conn.close()
 
     # --- videos and their segments ---
-    def put_video(self, path: str, duration: float | None, spans, vectors, fields: dict | None = None,
-                  video_id: int | None = None) -> tuple[int, list[int], list[int]]:
-        """Insert or replace a video with its segments. Returns (video id, new segment ids, removed segment ids)."""
-        return self.put_videos([(path, duration, spans, vectors, fields, video_id)])[0]
-
-    def put_videos(self, items) -> list[tuple[int, list[int], list[int]]]:
-        """Many `put_video` argument tuples in one transaction (bulk loading)."""
+    def put_videos(self, items: list[NewVideo]) -> list[tuple[int, list[int], list[int]]]:
+        """Insert videos, or replace existing ones (`video_id`), with their segments, in one transaction.
+        Returns (video id, new segment ids, removed segment ids) per item."""
         rows = []
-        for path, duration, spans, vectors, fields, video_id in items:
-            if len(spans) != len(vectors) or not len(spans):
-                raise ValueError(f"need one vector per segment and at least one segment, got {len(spans)} spans "
-                                 f"and {len(vectors)} vectors")
-            rows.append((path, duration, spans, [self._blob(v) for v in vectors], fields, video_id))
+        for item in items:
+            if len(item.spans) != len(item.vectors) or not len(item.spans):
+                raise ValueError(f"need one vector per segment and at least one segment, got {len(item.spans)} "
+                                 f"spans and {len(item.vectors)} vectors")
+            fields = check_fields(item.fields)
+            title = _check_title(item.title)
+            rows.append((item, json.dumps(fields, ensure_ascii=False), title, [self._blob(v) for v in item.vectors]))
         out = []
         with self._tx() as c:
-            for path, duration, spans, blobs, fields, video_id in rows:
+            for item, fields, title, blobs in rows:
                 removed = []
-                if video_id is not None:
-                    removed = [r[0] for r in c.execute("SELECT id FROM segments WHERE video_id=?", (video_id,))]
-                    c.execute("DELETE FROM videos WHERE id=?", (video_id,))
-                cur = c.execute("INSERT INTO videos (id, path, duration, fields, created) VALUES (?, ?, ?, ?, ?)",
-                                (video_id, path, duration, json.dumps(fields or {}), time.time()))
-                vid = cur.lastrowid if video_id is None else video_id
+                if item.video_id is not None:
+                    if c.execute("SELECT 1 FROM videos WHERE id=?", (item.video_id,)).fetchone() is None:
+                        raise KeyError(f"no video with id {item.video_id} to replace")
+                    removed = [r[0] for r in c.execute("SELECT id FROM segments WHERE video_id=?", (item.video_id,))]
+                    c.execute("DELETE FROM segments WHERE video_id=?", (item.video_id,))
+                    c.execute("UPDATE videos SET path=?, title=?, duration=?, fields=?, created=?, content_hash=? "
+                              "WHERE id=?", (item.path, title, item.duration, fields, time.time(), item.content_hash,
+                                             item.video_id))
+                    c.execute("DELETE FROM video_words WHERE rowid=?", (item.video_id,))
+                    vid = item.video_id
+                else:
+                    vid = c.execute("INSERT INTO videos (path, title, duration, fields, created, content_hash) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)", (item.path, title, item.duration, fields,
+                                                                  time.time(), item.content_hash)).lastrowid
+                c.execute("INSERT INTO video_words (rowid, title, words) VALUES (?, ?, ?)",
+                          (vid, title, _words(item.path, item.fields or {})))
                 new = [c.execute("INSERT INTO segments (video_id, start, end, vector) VALUES (?, ?, ?, ?)",
                                  (vid, float(start), float(end), blob)).lastrowid
-                       for (start, end), blob in zip(spans, blobs)]
+                       for (start, end), blob in zip(item.spans, blobs)]
                 out.append((vid, new, removed))
             self._bump(c, "segments")
         return out
 
-    def delete_video(self, video_id: int) -> list[int] | None:
-        """Delete a video; returns its segment ids, or None when there is no such video."""
+    def delete_video(self, video_id: int) -> tuple[VideoRecord, list[int]] | None:
+        """Delete a video; returns its record and segment ids, or None when there is no such video."""
         with self._tx() as c:
-            if c.execute("SELECT 1 FROM videos WHERE id=?", (video_id,)).fetchone() is None:
+            record = self.get_videos([video_id], with_segments=False).get(video_id)
+            if record is None:
                 return None
             seg_ids = [r[0] for r in c.execute("SELECT id FROM segments WHERE video_id=?", (video_id,))]
             c.execute("DELETE FROM videos WHERE id=?", (video_id,))
+            c.execute("DELETE FROM video_words WHERE rowid=?", (video_id,))
             self._bump(c, "segments")
-        return seg_ids
+        return record, seg_ids
 
     def get_videos(self, video_ids, with_segments: bool = True) -> dict[int, VideoRecord]:
         ids = [int(i) for i in video_ids]
@@ -162,9 +189,8 @@ class MetadataDB:
         with self._lock:
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                for vid, path, dur, fields, created in self._conn.execute(
-                        f"SELECT id, path, duration, fields, created FROM videos WHERE id IN ({marks})", chunk):
-                    out[vid] = VideoRecord(vid, path, dur, json.loads(fields), created)
+                for row in self._conn.execute(f"SELECT {_VIDEO_COLUMNS} FROM videos WHERE id IN ({marks})", chunk):
+                    out[row[0]] = _record(row)
                 if not with_segments:
                     continue
                 for sid, vid, start, end in self._conn.execute(
@@ -173,38 +199,79 @@ class MetadataDB:
                     out[vid].segments.append(Segment(sid, start, end))
         return out
 
+    def list_videos(self, flt: Filter | None, offset: int, limit: int, sort: str = "video_id",
+                    descending: bool = False) -> tuple[list[VideoRecord], int]:
+        """One page of videos passing `flt`, in `sort` order (ties by id), and how many pass in all."""
+        where, params = to_sql(flt) if flt else ("1", [])
+        order = f"{BUILTIN[sort]} {'DESC' if descending else 'ASC'}, id {'DESC' if descending else 'ASC'}"
+        with self._lock:
+            total = self._conn.execute(f"SELECT COUNT(*) FROM videos WHERE {where}", params).fetchone()[0]
+            rows = self._conn.execute(f"SELECT {_VIDEO_COLUMNS} FROM videos WHERE {where} ORDER BY {order} "
+                                      "LIMIT ? OFFSET ?", params + [limit, offset]).fetchall()
+        return [_record(r) for r in rows], total
+
+    def filter_video_ids(self, flt: Filter) -> np.ndarray:
+        where, params = to_sql(flt)
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id FROM videos WHERE {where}", params).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def find_by_hash(self, content_hash: str) -> int | None:
+        with self._lock:
+            row = self._conn.execute("SELECT id FROM videos WHERE content_hash=? ORDER BY id LIMIT 1",
+                                     (content_hash,)).fetchone()
+        return row[0] if row else None
+
     def count_videos(self) -> int:
         with self._lock:
             return self._conn.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
 
-    def segment_owners(self, segment_ids) -> dict[int, tuple[int, float, float]]:
-        """segment id -> (video id, start, end)."""
-        ids = [int(i) for i in segment_ids]
-        out = {}
+    def count_segments(self) -> int:
         with self._lock:
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                for sid, vid, start, end in self._conn.execute(
-                        f"SELECT id, video_id, start, end FROM segments WHERE id IN ({marks})", chunk):
-                    out[sid] = (vid, start, end)
-        return out
+            return self._conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
 
-    def video_segment_vectors(self, video_id: int) -> np.ndarray:
+    def segment_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(segment ids ascending, their video ids, starts, ends) of the whole library."""
         with self._lock:
-            rows = self._conn.execute("SELECT vector FROM segments WHERE video_id=? ORDER BY start",
+            rows = self._conn.execute("SELECT id, video_id, start, end FROM segments ORDER BY id").fetchall()
+        table = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        return table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2], table[:, 3]
+
+    def video_segments(self, video_id: int) -> tuple[list[tuple[float, float]], np.ndarray]:
+        """A video's windows in time order and their vectors ((0, dim) for an unknown id)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT start, end, vector FROM segments WHERE video_id=? ORDER BY start",
                                       (video_id,)).fetchall()
-        return np.stack([np.frombuffer(r[0], np.float32) for r in rows]) if rows else np.zeros((0, self.dim),
-                                                                                               np.float32)
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), self.dim)
+        return [(r[0], r[1]) for r in rows], vectors
+
+    # --- keywords ---
+    def keyword_search(self, text: str, limit: int, flt: Filter | None = None) -> list[tuple[int, float]]:
+        """Videos whose title, file name or text fields hold any word of `text`, by BM25 (higher is better)."""
+        words = WORD.findall(text.lower())[:32]
+        if not words:
+            return []
+        query = " OR ".join(f'"{w}"' for w in words)
+        where, params = to_sql(flt) if flt else ("1", [])
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT video_words.rowid, bm25(video_words) AS rank FROM video_words JOIN videos ON "
+                f"videos.id = video_words.rowid WHERE video_words MATCH ? AND {where} ORDER BY rank, "
+                "video_words.rowid LIMIT ?", [query] + params + [limit]).fetchall()
+        return [(vid, -float(rank)) for vid, rank in rows]
 
     # --- caption gallery ---
     def add_texts(self, texts: list[str], vectors, fields: list[dict] | None = None) -> list[int]:
         if len(texts) != len(vectors):
             raise ValueError(f"got {len(texts)} texts for {len(vectors)} vectors")
-        fields = fields or [{}] * len(texts)
+        fields = [check_fields(f) for f in (fields or [{}] * len(texts))]
+        for text in texts:
+            _check_title(text)
         blobs = [self._blob(v) for v in vectors]
         with self._tx() as c:
             ids = [c.execute("INSERT INTO texts (text, fields, vector) VALUES (?, ?, ?)",
-                             (t, json.dumps(f), b)).lastrowid for t, f, b in zip(texts, fields, blobs)]
+                             (t, json.dumps(f, ensure_ascii=False), b)).lastrowid
+                   for t, f, b in zip(texts, fields, blobs)]
             self._bump(c, "texts")
         return ids
 
@@ -245,6 +312,42 @@ class MetadataDB:
         out_ids = np.array([r[0] for r in rows], dtype=np.int64)
         vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim)
         return out_ids, vecs
+
+
+_VIDEO_COLUMNS = "id, path, title, duration, fields, created, content_hash"
+
+
+def _record(row) -> VideoRecord:
+    vid, path, title, duration, fields, created, content_hash = row
+    return VideoRecord(vid, path, duration, title, json.loads(fields), created, content_hash)
+
+
+def _check_title(title: str) -> str:
+    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+        raise ValueError(f"a title or text is a string of at most {MAX_TITLE_CHARS} characters")
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"a title or text cannot be stored: {err}") from None
+    return title
+
+
+def _words(path: str, fields: dict) -> str:
+    """What keyword search reads besides the title: the file name and every string among the user fields."""
+    found = [os.path.splitext(os.path.basename(path))[0].replace("_", " ").replace("-", " ")]
+
+    def collect(value) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    collect(fields)
+    return " ".join(found)
 
 
 class _Transaction:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from index import VideoStore
+from index import Library
 
 log = logging.getLogger(__name__)
 
 
 class Checkpointer:
-    def __init__(self, store: VideoStore, interval_s: float):
-        self.store, self.interval_s = store, interval_s
+    def __init__(self, library: Library, interval_s: float):
+        self.library, self.interval_s = library, interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
 
@@ -21,11 +21,11 @@ class Checkpointer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.store.checkpoint()
+        self.library.checkpoint()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                self.store.checkpoint()
+                self.library.checkpoint()
             except Exception:  # a failed checkpoint loses nothing (SQLite holds the data); retry next round
                 log.exception("index checkpoint failed")

@@ -26,6 +26,8 @@ class ServiceConfig:
     max_upload_mb: float = 200.0
     max_k: int = 100
     max_query_chars: int = 512
+    max_moments_per_video: int = 10
+    max_page_depth: int = 1000  # the deepest result a page token may start at
     max_video_seconds: float = 3 * 3600.0
     max_texts_per_request: int = 1000
     # how videos are cut and embedded
@@ -35,6 +37,7 @@ class ServiceConfig:
     frame_size: int = 0  # 0: what the model was built for
     max_text_tokens: int = 0  # 0: the model's max_txt_len
     rerank_candidates: int = 8
+    thumbnail_size: int = 256  # longer side of the thumbnails made at ingestion, pixels
     # text micro-batching through the encoder
     micro_batching: bool = True
     batch_size: int = 32

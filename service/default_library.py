@@ -23,7 +23,7 @@ SYNTH_LONG_SECONDS = (12.0, 16.0)
 
 def start_default_library(state: ServiceState) -> threading.Thread | None:
     """Build the synthetic library in the background when the library is empty; progress in /healthz."""
-    if state.store.num_videos():
+    if state.library.num_videos():
         state.default_library["status"] = "ready"
         return None
     state.default_library["status"] = "generating"
@@ -43,8 +43,8 @@ def _build(state: ServiceState) -> None:
         jobs = []
         for corpus in ("msrvtt", "didemo"):
             bench = load_benchmark(corpus, root, "test")
-            if corpus == "msrvtt" and not state.store.num_texts():
-                state.store.add_texts(bench.texts, state.embedder.embed_texts(bench.texts),
+            if corpus == "msrvtt" and not state.library.num_texts():
+                state.library.add_texts(bench.texts, state.embedder.embed_texts(bench.texts),
                                       [{"corpus": corpus, "video": Path(bench.videos[v]).name}
                                        for v in bench.txt2vid])
             for v, path in enumerate(bench.videos):
@@ -57,7 +57,7 @@ def _build(state: ServiceState) -> None:
                 threading.Event().wait(0.2)
         failed = sum(job.status == "failed" for job in jobs)
         state.default_library["status"] = "ready" if not failed else f"ready ({failed} failed)"
-        log.info("embedded default library ready: %d videos", state.store.num_videos())
+        log.info("embedded default library ready: %d videos", state.library.num_videos())
     except Exception as err:
         log.exception("building the embedded default library failed")
         state.default_library["status"] = f"failed: {err}"

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import shutil
+
+from index import NewVideo
+from service import thumbnails
 from service.errors import NotFound, Overloaded
 from service.jobs import Job
 from service.state import ServiceState
@@ -19,14 +23,22 @@ def submit(state: ServiceState, path: Path, fields: dict, video_id: int | None, 
     cfg = state.config
 
     def body(progress) -> int:
+        pending = None
         try:
             emb = state.embedder.embed_video(path, cfg.segment_window, cfg.segment_stride,
-                                             progress=lambda done, total: progress(0.99 * done / total))
+                                             progress=lambda done, total: progress(0.95 * done / total))
+            pending = thumbnails.make_pending(cfg, path, emb.spans)
+            title = str(fields.get("title") or fields.get("filename") or path.stem)[:200]
+            vid = state.library.add_videos([NewVideo(str(path), emb.duration, emb.spans, emb.vectors, fields,
+                                                     title, video_id)])[0]
         except Exception:
+            if pending is not None:
+                shutil.rmtree(pending, ignore_errors=True)
             if kind == "upload":
                 path.unlink(missing_ok=True)
             raise
-        return state.store.add_video(str(path), emb.duration, emb.spans, emb.vectors, fields, video_id)
+        thumbnails.finalize(cfg, pending, vid)
+        return vid
 
     try:
         return state.jobs.submit(kind, source, body)
@@ -61,8 +73,9 @@ def uploads_folder(state: ServiceState) -> Path:
 
 def delete_video(state: ServiceState, video_id: int) -> None:
     """Remove a video from the library, and its file when the service itself received it as an upload."""
-    record = state.store.get_video(video_id)
-    if record is None or not state.store.delete_video(video_id):
+    record = state.library.delete_video(video_id)
+    if record is None:
         raise NotFound(f"no video with id {video_id}")
+    thumbnails.remove(state.config, video_id)
     if Path(record.path).resolve().parent == uploads_folder(state).resolve():
         Path(record.path).unlink(missing_ok=True)

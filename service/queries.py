@@ -1,62 +1,143 @@
-"""Answering searches: text queries micro-batched through the encoder and the index, the matching-head re-rank,
-and the vector of a query by example (an uploaded clip or an indexed video)."""
+"""Answering searches: requests checked against the limits and turned into index queries, text queries
+micro-batched through the encoder and the library, the matching-head re-rank, and query by example (an uploaded
+image or clip, or an indexed video's moment)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from encoders.video_text import Embedder, VideoEmbedding, pool_segments
-from index import VideoHit, VideoStore
+from index import Library, parse_filter
+from index.search import SORT_FIELDS, Page, Query, VideoResult, search
 from media import VideoDecodeError
+from service import pages
 from service.config import ServiceConfig
 from service.errors import NotFound, Unprocessable
+from service.schemas import ExampleMoment, SearchOptions, SearchRequest
 from service.uploads import probe
 
 
-@dataclass(frozen=True)
-class SearchQuery:
-    text: str
-    k: int
-    min_score: float
-    filters: dict | None
+@dataclass
+class PlannedSearch:
+    """A checked request: the texts still to embed (or the example's vector), and the index query around them."""
+
+    query: Query  # its vector (and then) are filled in once the texts are embedded
+    text: str | None = None
+    then_text: str | None = None
+    digest: str = ""
 
 
-def check_query_text(config: ServiceConfig, text: str) -> None:
+def check_text(config: ServiceConfig, text: str, name: str = "query") -> None:
     if len(text) > config.max_query_chars:
-        raise Unprocessable(f"query is {len(text)} characters long; the limit is {config.max_query_chars}")
+        raise Unprocessable(f"{name} is {len(text)} characters long; the limit is {config.max_query_chars}")
     if not text.strip():
-        raise Unprocessable("query is blank")
+        raise Unprocessable(f"{name} is blank")
 
 
-def run_searches(embedder: Embedder, store: VideoStore, queries: list[SearchQuery]) -> list[list[VideoHit]]:
-    """One encoder forward and one batched index search for a micro-batch of text queries."""
-    vectors = embedder.embed_texts([q.text for q in queries])
-    hits = store.search_many(vectors, max(q.k for q in queries), [q.min_score for q in queries],
-                             [q.filters for q in queries])
-    return [h[:q.k] for h, q in zip(hits, queries)]
+def plan(config: ServiceConfig, library: Library, req: SearchOptions, example_vector: np.ndarray | None = None,
+         example_key: str = "") -> PlannedSearch:
+    """Check a request against the limits and decode its page token. Text search (SearchRequest) embeds its texts
+    later, in a batch; a search by example brings its vector."""
+    if req.k > config.max_k:
+        raise Unprocessable(f"k must be between 1 and {config.max_k}, got {req.k}")
+    if req.moments_per_video > config.max_moments_per_video:
+        raise Unprocessable(f"moments_per_video must be between 1 and {config.max_moments_per_video}")
+    descending = req.sort == "score" or req.sort.startswith("-")
+    sort = req.sort.lstrip("-")
+    if sort not in SORT_FIELDS:
+        raise Unprocessable(f"sort must be one of {', '.join(SORT_FIELDS)} (a leading - for descending), "
+                            f"got {req.sort!r}")
+    try:
+        flt = parse_filter(req.filters)
+    except ValueError as err:
+        raise Unprocessable(str(err)) from None
+    text = then = None
+    mode, max_gap = "vector", 10.0
+    if isinstance(req, SearchRequest):
+        mode, max_gap, text, then = req.mode, float(req.max_gap), req.query, req.then
+        if (req.query is None) == (req.example is None):
+            raise Unprocessable("give exactly one of: query (a text) or example (an indexed video's moment)")
+        for name, value in (("query", req.query), ("then", req.then)):
+            if value is not None:
+                check_text(config, value, name)
+        if req.then is not None and (req.query is None or mode != "vector" or req.group_by != "video"):
+            raise Unprocessable("then needs a text query, mode vector and group_by video")
+        if req.example is not None and mode != "vector":
+            raise Unprocessable("an example searches by vector: use mode vector")
+    exclude = frozenset()
+    if isinstance(req, SearchRequest) and req.example is not None:
+        example_vector = example_moment_vector(library, req.example)
+        exclude = frozenset({req.example.video_id})
+        example_key = req.example.model_dump_json()
+    digest = pages.request_digest({"query": text, "then": then, "max_gap": max_gap, "mode": mode,
+                                   "filters": flt.key() if flt else None, "sort": req.sort, "group_by": req.group_by,
+                                   "moments": req.moments_per_video, "min_score": req.min_score,
+                                   "example": example_key})
+    offset = pages.decode(req.page_token, library.version(), digest, config.max_page_depth) \
+        if req.page_token else 0
+    query = Query(vector=example_vector, text=text, max_gap=max_gap, mode=mode, flt=flt, exclude=exclude,
+                  min_score=float(req.min_score), group_by=req.group_by, moments_per_video=req.moments_per_video,
+                  sort=sort, descending=descending, offset=offset, k=req.k)
+    return PlannedSearch(query, text, then, digest)
 
 
-def rerank(embedder: Embedder, query: str, hits: list[VideoHit]) -> list[tuple[VideoHit, float | None]]:
-    """Best segments of `hits` scored by the matching head, highest first; undecodable ones keep ITC order after."""
+def run_searches(embedder: Embedder, library: Library, planned: list[PlannedSearch]) -> list[tuple[Page, Query]]:
+    """One encoder forward for every text of a micro-batch, then one batched library search; each page with the
+    query it answers (its vectors filled in)."""
+    texts = sorted({t for p in planned for t in (p.text, p.then_text) if t is not None})
+    vectors = dict(zip(texts, embedder.embed_texts(texts))) if texts else {}
+    queries = [replace(p.query, vector=p.query.vector if p.text is None else vectors[p.text],
+                       then=vectors[p.then_text] if p.then_text is not None else None) for p in planned]
+    return list(zip(search(library, queries), queries))
+
+
+def next_page_token(planned: PlannedSearch, page: Page, config: ServiceConfig) -> str | None:
+    offset = planned.query.offset + planned.query.k
+    if not page.has_more or offset > config.max_page_depth:
+        return None
+    return pages.encode(offset, page.version, planned.digest)
+
+
+def example_moment_vector(library: Library, example: ExampleMoment) -> np.ndarray:
+    """The pooled vector of an indexed video's windows that overlap [start, end] (all of them by default)."""
+    spans, vectors = library.video_segments(example.video_id)
+    if not spans:
+        raise NotFound(f"no video with id {example.video_id}")
+    start = float(example.start) if example.start is not None else spans[0][0]
+    end = float(example.end) if example.end is not None else spans[-1][1]
+    if end <= start:
+        raise Unprocessable(f"example end ({end}) must be after its start ({start})")
+    inside = [i for i, (s, e) in enumerate(spans) if s < end and e > start]
+    if not inside:
+        raise Unprocessable(f"video {example.video_id} has no indexed window between {start} and {end} s "
+                            f"(it is {spans[-1][1]:.1f} s long)")
+    return pool_segments(vectors[inside])
+
+
+def rerank(embedder: Embedder, text: str, results: list[VideoResult]) -> list[tuple[VideoResult, float | None]]:
+    """A page's results re-scored by the matching head on each one's best moment, highest first; results whose
+    file can no longer be decoded keep their order after the scored ones."""
     clips, scored, unscored = [], [], []
-    for hit in hits:
+    for result in results:
+        moment = result.moments[0] if result.moments else None
         try:
-            clips.append(embedder.load_clip(hit.video.path, hit.start, hit.end))
-            scored.append(hit)
+            if moment is None:
+                raise VideoDecodeError(result.video.path, "no moment")
+            clips.append(embedder.load_clip(result.video.path, moment.start, moment.end))
+            scored.append(result)
         except (VideoDecodeError, OSError):
-            unscored.append((hit, None))
+            unscored.append((result, None))
     if not scored:
         return unscored
-    logits = embedder.itm_scores(query, torch.stack(clips))
-    ranked = sorted(zip(scored, logits.tolist()), key=lambda p: -p[1])
-    return ranked + unscored
+    logits = embedder.itm_scores(text, torch.stack(clips))
+    return sorted(zip(scored, logits.tolist()), key=lambda p: -p[1]) + unscored
 
 
 def embed_example(embedder: Embedder, config: ServiceConfig, path: Path, name: str) -> VideoEmbedding:
-    """Segment vectors of an uploaded query clip; the file is removed afterwards whatever happens."""
+    """Segment vectors of an uploaded query image or clip; the file is removed afterwards whatever happens."""
     try:
         probe(path, config.max_video_seconds, name)
         return embedder.embed_video(path, config.segment_window, config.segment_stride)
@@ -64,8 +145,8 @@ def embed_example(embedder: Embedder, config: ServiceConfig, path: Path, name: s
         path.unlink(missing_ok=True)
 
 
-def indexed_video_vector(store: VideoStore, video_id: int) -> np.ndarray:
-    vectors = store.segment_vectors(video_id)
+def indexed_video_vector(library: Library, video_id: int) -> np.ndarray:
+    _, vectors = library.video_segments(video_id)
     if not len(vectors):
         raise NotFound(f"no video with id {video_id}")
     return pool_segments(vectors)

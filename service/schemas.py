@@ -1,49 +1,110 @@
-"""Request and response bodies (pydantic v2). Limits that depend on the configuration are checked in the routes."""
+"""Request and response bodies (pydantic v2). Limits that depend on the configuration (k, query length, moments
+per video, page depth) are checked by `service.limits` and written into the OpenAPI schema by `service.openapi`."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
-Scalar = str | int | float | bool
+Scalar = str | StrictInt | StrictFloat | StrictBool
+Number = StrictInt | StrictFloat
+MAX_ID = 2**63 - 1  # SQLite's largest integer
 
 
-class SearchRequest(BaseModel):
+class ExampleMoment(BaseModel):
+    """An indexed video, or one moment of it, as the query: find what looks like it in other videos."""
+
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, description="free text describing the moment to find")
-    k: int = Field(10, ge=1, description="how many videos to return (at most the server's max_k)")
-    min_score: float = Field(-1.0, ge=-1.0, le=1.0, description="drop results with a lower ITC cosine score")
-    filters: dict[str, Scalar | list[Scalar]] | None = Field(
-        None, description="keep videos whose user fields equal each value (a list means any of)")
-    rerank: bool = Field(False, description="re-rank the top candidates with the video-text matching head")
+    video_id: StrictInt = Field(ge=1, le=MAX_ID)
+    start: Number | None = Field(None, ge=0, description="seconds; default: the start of the video")
+    end: Number | None = Field(None, ge=0, description="seconds; default: the end of the video")
 
 
-class SegmentOut(BaseModel):
-    start: float
-    end: float
+class SearchOptions(BaseModel):
+    """How results come back; shared by text search and search by an uploaded example."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: StrictInt = Field(10, ge=1, description="results per page")
+    page_token: str | None = Field(None, max_length=512, description="next_page_token of the previous page")
+    filters: dict[str, Scalar | list[Scalar] | dict[str, Scalar | list[Scalar]]] | None = Field(
+        None, description='conditions on fields, all of which must hold: {"field": value} (equality), '
+                          '{"field": [a, b]} (any of), {"field": {"gte": 10, "lt": 60}} (a range; gt, gte, lt, '
+                          'lte, eq, in). Built-in fields: duration, created (ingest time, epoch seconds), title, '
+                          'video_id; other names are user fields.',
+        examples=[{"corpus": "didemo", "duration": {"gte": 10}}])
+    sort: str = Field("score", max_length=70, pattern=r"^-?[A-Za-z0-9_]+$",
+                      description="score (best first), or created, duration, title, video_id; a leading - sorts "
+                                  "descending. A field sort orders the most relevant candidates by that field.")
+    group_by: Literal["video", "moment"] = Field("video", description="video: results grouped by video, each with "
+                                                                      "its moments; moment: a flat list of moments")
+    moments_per_video: StrictInt = Field(3, ge=1)
+    min_score: Number = Field(-1.0, ge=-1.0, le=1.0, description="drop moments with a lower cosine score")
+    return_vectors: StrictBool = Field(False, description="add the query vector and each moment's vector")
 
 
-class VideoOut(BaseModel):
-    id: int
-    path: str
-    duration: float | None
-    fields: dict[str, Any]
-    segments: list[SegmentOut] = []
+class SearchRequest(SearchOptions):
+    query: str | None = Field(None, min_length=1, description="free text describing the moment to find",
+                              examples=["a green circle spins"])
+    then: str | None = Field(None, min_length=1, description='"A then B": a second moment that must start after '
+                                                             "the first ends, within max_gap seconds")
+    max_gap: Number = Field(10.0, ge=0, le=86400, description="seconds allowed between the two moments of a then")
+    example: ExampleMoment | None = Field(None, description="query by an indexed video's moment instead of a text")
+    mode: Literal["vector", "keyword", "hybrid"] = Field(
+        "vector", description="vector: embeddings; keyword: BM25 over titles, file names, text fields and captions; "
+                              "hybrid: reciprocal rank fusion of both (k = 60, each list cut at 200)")
+    rerank: StrictBool = Field(False, description="re-rank the top candidates with the video-text matching head")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "a green circle spins", "k": 3},
+        {"query": "a ball moves to the left", "then": "the ball turns red", "max_gap": 10},
+        {"query": "circle", "mode": "hybrid", "filters": {"duration": {"gte": 10}}, "group_by": "moment"},
+        {"example": {"video_id": 1, "start": 0, "end": 8}, "k": 5}]})
+
+
+class MomentOut(BaseModel):
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    score: float = Field(description="cosine of the moment's best window with the query")
+    thumbnail_url: str
+    vector: list[float] | None = Field(None, description="with return_vectors: the best window's vector")
 
 
 class VideoResult(BaseModel):
     video_id: int
-    score: float = Field(description="ITC cosine of the best segment (unit query vs. unit segment vector)")
-    rerank_score: float | None = Field(None, description="matching-head logit when re-ranked")
-    segment: SegmentOut = Field(description="the best-matching segment of the video")
-    path: str
+    score: float = Field(description="the best moment's score (hybrid and keyword: the fused or BM25 score; then: "
+                                     "the pair's mean)")
+    title: str
     duration: float | None
     fields: dict[str, Any]
+    thumbnail_url: str = Field(description="the best moment's thumbnail")
+    media_url: str = Field(description="the video file, seekable (HTTP Range)")
+    moments: list[MomentOut] = Field(description="best first; for a then query, the pair in time order")
+    rerank_score: float | None = Field(None, description="matching-head logit when re-ranked")
 
 
 class SearchResponse(BaseModel):
     results: list[VideoResult]
+    next_page_token: str | None = Field(description="send back as page_token for the next page; null on the last")
+    query_vector: list[float] | None = None
     took_ms: float
+
+
+class VideoOut(BaseModel):
+    id: int
+    title: str
+    duration: float | None
+    created: float
+    fields: dict[str, Any]
+    status: Literal["ready", "missing_file"]
+    thumbnail_url: str
+    media_url: str
+    segments: list[dict[str, float]] = Field(description="[{start, end}] in seconds, the indexed windows")
+
+
+class VideoListOut(BaseModel):
+    videos: list[VideoOut]
+    total: int = Field(description="videos passing the filters")
+    next_page_token: str | None
 
 
 class TextResult(BaseModel):
@@ -90,6 +151,11 @@ class EmbedTextRequest(BaseModel):
     text: str = Field(min_length=1)
 
 
+class SegmentOut(BaseModel):
+    start: float
+    end: float
+
+
 class EmbedOut(BaseModel):
     kind: str
     dim: int
@@ -109,4 +175,8 @@ class HealthOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: str
+    """Every error answer has this shape."""
+
+    detail: str = Field(description="what went wrong and what to do")
+    code: str = Field(description="stable machine-readable reason: bad_request, unauthorized, forbidden, not_found, "
+                                  "too_large, invalid_request, stale_page_token, overloaded, ...")

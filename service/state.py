@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from encoders.video_text import Embedder, demo_model_path, load_embedder
-from index import VideoStore
+from index import FaissLibrary, Library
 from service.batcher import MicroBatcher
 from service.checkpointer import Checkpointer
 from service.config import ServiceConfig
@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 class ServiceState:
     config: ServiceConfig
     embedder: Embedder
-    store: VideoStore
+    library: Library
     text_batcher: MicroBatcher  # texts -> vectors (POST /embed)
-    search_batcher: MicroBatcher  # SearchQuery -> hits (POST /search): one forward + one index call per batch
+    search_batcher: MicroBatcher  # PlannedSearch -> Page (POST /search): one forward + one index call per batch
     jobs: JobManager
     metrics: ServiceMetrics
     checkpointer: Checkpointer
@@ -47,8 +47,8 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> Serv
         embedder = load_embedder(resolve_model_path(config), num_frames=config.num_frames,
                                  frame_size=config.frame_size, max_text_tokens=config.max_text_tokens)
     config.media_root.mkdir(parents=True, exist_ok=True)
-    store = VideoStore(config.data_dir / "index", embedder.dim, config.index)
-    log.info("library: %d videos, %d texts, index %s", store.num_videos(), store.num_texts(), store.recovery())
+    library = FaissLibrary(config.data_dir / "index", embedder.dim, config.index)
+    log.info("library: %d videos, %d texts, index %s", library.num_videos(), library.num_texts(), library.health())
     metrics = ServiceMetrics()
 
     def on_batch(size: int, seconds: float) -> None:
@@ -58,8 +58,8 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> Serv
     batch = config.batch_size if config.micro_batching else 1
     wait = config.batch_wait_ms / 1000
     text_batcher = MicroBatcher(embedder.embed_texts, batch, wait, config.queue_size, on_batch)
-    search_batcher = MicroBatcher(partial(run_searches, embedder, store), batch, wait, config.queue_size, on_batch)
+    search_batcher = MicroBatcher(partial(run_searches, embedder, library), batch, wait, config.queue_size, on_batch)
     jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
                       record_path=config.data_dir / "jobs.sqlite")
-    return ServiceState(config, embedder, store, text_batcher, search_batcher, jobs, metrics,
-                        Checkpointer(store, config.checkpoint_interval_s))
+    return ServiceState(config, embedder, library, text_batcher, search_batcher, jobs, metrics,
+                        Checkpointer(library, config.checkpoint_interval_s))

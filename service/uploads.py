@@ -2,13 +2,14 @@
 a file as a video before any work is queued for it."""
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
 
 from fastapi import UploadFile
 
-from media import VideoDecodeError, video_duration
+from media import IMAGE_EXTENSIONS, VideoDecodeError, video_duration
 from service.errors import BadRequest, Forbidden, NotFound, TooLarge
 
 CHUNK = 1 << 20
@@ -28,11 +29,13 @@ def resolve_media_path(media_root: Path, relative: str) -> Path:
     return candidate
 
 
-async def save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
-    """Copy an upload into `folder` under a fresh name, refusing empty files (400) and files over `max_bytes` (413)."""
+async def save_upload(upload: UploadFile, folder: Path, max_bytes: int, allow_images: bool = False) -> Path:
+    """Copy an upload into `folder` under a fresh name, refusing empty files (400) and files over `max_bytes` (413).
+    The suffix is kept for known video (and, with `allow_images`, image) types: still images are read by it."""
     folder.mkdir(parents=True, exist_ok=True)
     suffix = Path(upload.filename or "").suffix.lower()
-    target = folder / f"{uuid.uuid4().hex}{suffix if suffix in VIDEO_SUFFIXES else '.bin'}"
+    known = VIDEO_SUFFIXES | (set(IMAGE_EXTENSIONS) if allow_images else set())
+    target = folder / f"{uuid.uuid4().hex}{suffix if suffix in known else '.bin'}"
     size = 0
     try:
         with open(target, "wb") as out:
@@ -62,3 +65,9 @@ def probe(path: Path, max_seconds: float, name: str) -> float:
     if duration > max_seconds:
         raise TooLarge(f"{name} is {duration:.0f} s long; the limit is {max_seconds:.0f} s")
     return duration
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

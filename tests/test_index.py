@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from index import IndexConfig, VectorIndex, VideoStore
-from index.store import normalize
+from index import FaissLibrary, IndexConfig, NewVideo, VectorIndex
+from index.records import normalize
 
 DIM = 32
 
@@ -93,27 +93,17 @@ def test_bad_vectors_named():
 
 
 def make_store(path, **kw):
-    return VideoStore(path, DIM, IndexConfig(**kw))
+    return FaissLibrary(path, DIM, IndexConfig(**kw))
 
 
 def add_videos(store, x, per_video=3):
-    ids = []
-    for v in range(len(x) // per_video):
-        spans = [(2.0 * s, 2.0 * s + 4.0) for s in range(per_video)]
-        ids.append(store.add_video(f"v{v}.mp4", 2.0 * per_video + 2, spans, x[v * per_video:(v + 1) * per_video],
-                                   {"group": v % 2}))
-    return ids
+    spans = [(2.0 * s, 2.0 * s + 4.0) for s in range(per_video)]
+    return store.add_videos([NewVideo(f"v{v}.mp4", 2.0 * per_video + 2, spans, x[v * per_video:(v + 1) * per_video],
+                                      {"group": v % 2}) for v in range(len(x) // per_video)])
 
 
-def test_store_search_returns_best_segment_and_filters(tmp_path):
-    x = clustered(30)
-    store = make_store(tmp_path)
-    ids = add_videos(store, x)
-    hits = store.search(x[4], k=3)
-    assert hits[0].video.id == ids[1] and (hits[0].start, hits[0].end) == (2.0, 6.0)
-    assert len({h.video.id for h in hits}) == len(hits)
-    assert all(h.video.fields["group"] == 0 for h in store.search(x[4], k=5, filters={"group": 0}))
-    assert store.search(x[4], k=5, min_score=1.01) == []
+def search(store, q, k=10, **kw):
+    return store.search_videos(q[None], k, **kw)[0]
 
 
 def test_store_survives_restart_and_catches_up_after_crash(tmp_path):
@@ -126,12 +116,12 @@ def test_store_survives_restart_and_catches_up_after_crash(tmp_path):
     store.delete_video(ids[0])
     store.db.close()
     reopened = make_store(tmp_path)
-    assert reopened.recovery()["segments"] == "caught-up"
-    assert reopened.search(x[33], k=1)[0].video.id == later[1]
-    assert ids[0] not in {h.video.id for h in reopened.search(x[0], k=20)}
+    assert reopened.health()["segments"] == "caught-up"
+    assert search(reopened, x[33], k=1)[0].video.id == later[1]
+    assert ids[0] not in {h.video.id for h in search(reopened, x[0], k=20)}
     reopened.close()
     again = make_store(tmp_path)
-    assert again.recovery()["segments"] == "loaded" and again.num_videos() == 19
+    assert again.health()["segments"] == "loaded" and again.num_videos() == 19
 
 
 def test_store_rebuilds_from_sqlite_when_checkpoint_is_lost(tmp_path):
@@ -141,46 +131,25 @@ def test_store_rebuilds_from_sqlite_when_checkpoint_is_lost(tmp_path):
     store.close()
     (tmp_path / "segments.faiss").write_bytes(b"garbage")
     reopened = make_store(tmp_path)
-    assert reopened.recovery()["segments"] == "rebuilt"
-    assert len(reopened.search(x[0], k=100)) == 10
+    assert reopened.health()["segments"] == "rebuilt"
+    assert len(search(reopened, x[0], k=100)) == 10
 
 
-def test_store_upsert_texts_and_dim_guard(tmp_path):
-    x = clustered(12)
+def test_dim_guard(tmp_path):
     store = make_store(tmp_path)
-    vid = store.add_video("a.mp4", 4.0, [(0, 4)], x[:1])
-    assert store.add_video("a2.mp4", 4.0, [(0, 4)], x[5:6], video_id=vid) == vid
-    assert store.search(x[5], k=1)[0].video.path == "a2.mp4" and store.num_videos() == 1
-    tids = store.add_texts(["a dog", "a cat"], x[2:4])
-    assert store.search_texts(x[3], k=1)[0].text.id == tids[1]
-    np.testing.assert_allclose(store.segment_vectors(vid), x[5:6], atol=1e-6)
     store.close()
     with pytest.raises(ValueError, match="16-d"):
-        VideoStore(tmp_path, 16)
+        FaissLibrary(tmp_path, 16)
 
 
 def test_bulk_add_is_one_generation(tmp_path):
     x = clustered(40)
     store = make_store(tmp_path)
-    items = [(f"b{i}.mp4", 4.0, [(0, 2), (2, 4)], x[2 * i:2 * i + 2], {"i": i}, None) for i in range(20)]
-    ids = store.add_videos(items)
+    ids = store.add_videos([NewVideo(f"b{i}.mp4", 4.0, [(0, 2), (2, 4)], x[2 * i:2 * i + 2], {"i": i})
+                            for i in range(20)])
     assert len(set(ids)) == 20 and store.db.generation("segments") == 1
-    hit = store.search(x[13], k=1)[0]
+    hit = search(store, x[13], k=1)[0]
     assert hit.video.id == ids[6] and (hit.start, hit.end) == (2.0, 4.0)
-
-
-def test_search_many_equals_one_by_one(tmp_path):
-    x = clustered(60)
-    store = make_store(tmp_path)
-    add_videos(store, x)
-    queries = x[[0, 7, 31, 59]]
-    batched = store.search_many(queries, k=4, min_scores=[-1, -1, 0.5, -1], filters=[None, {"group": 1}, None, None])
-    single = [store.search(queries[0], 4), store.search(queries[1], 4, filters={"group": 1}),
-              store.search(queries[2], 4, min_score=0.5), store.search(queries[3], 4)]
-    for b, s in zip(batched, single):
-        assert [(h.video.id, h.start, round(h.score, 5)) for h in b] == [(h.video.id, h.start, round(h.score, 5))
-                                                                        for h in s]
-    assert all(h.score >= 0.5 for h in batched[2])
 
 
 def test_changing_the_configured_kind_rebuilds(tmp_path):
@@ -189,5 +158,35 @@ def test_changing_the_configured_kind_rebuilds(tmp_path):
     add_videos(store, x)
     store.close()
     hnsw = make_store(tmp_path, kind="hnsw")
-    assert hnsw.recovery()["segments"] == "rebuilt" and hnsw._caches["segments"].index.kind == "hnsw"
-    assert hnsw.search(x[4], k=1)[0].video.path == "v1.mp4"
+    assert hnsw.health()["segments"] == "rebuilt" and hnsw.health()["kind"] == "hnsw"
+    assert search(hnsw, x[4], k=1)[0].video.path == "v1.mp4"
+
+
+def test_schema_1_library_is_migrated_keeping_every_video(tmp_path):
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "library.sqlite")
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE videos (id INTEGER PRIMARY KEY, path TEXT NOT NULL, duration REAL,
+                             fields TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL);
+        CREATE TABLE segments (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                               video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+                               start REAL NOT NULL, end REAL NOT NULL, vector BLOB NOT NULL);
+        CREATE TABLE texts (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL,
+                            fields TEXT NOT NULL DEFAULT '{}', vector BLOB NOT NULL);""")
+    x = clustered(4)
+    db.execute("INSERT INTO meta VALUES ('dim', ?)", (str(DIM),))
+    for vid in (3, 7):
+        db.execute("INSERT INTO videos VALUES (?, ?, 4.0, ?, 0)", (vid, f"old_{vid}.mp4", json.dumps({"tag": "zebra"})))
+        db.execute("INSERT INTO segments (video_id, start, end, vector) VALUES (?, 0, 4, ?)", (vid, x[vid // 4].tobytes()))
+    db.commit()
+    db.close()
+    store = make_store(tmp_path)
+    assert store.num_videos() == 2 and search(store, x[1], k=1)[0].video.id == 7
+    assert [vid for vid, _ in store.keyword_search("zebra", 5)] == [3, 7]
+    store.delete_video(7)
+    new = add_videos(store, x[:3], per_video=3)
+    assert new[0] > 7  # ids are not reused after the migration either
+    assert store.video_segments(3)[1].shape == (1, DIM)

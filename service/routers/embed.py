@@ -29,7 +29,7 @@ async def embed(request: Request, state: ServiceState = Depends(get_state)) -> E
             req = EmbedTextRequest.model_validate_json(await request.body())
         except ValueError as err:
             raise HTTPException(422, f"body must be JSON {{\"text\": \"...\"}}: {err}") from None
-        queries.check_query_text(state.config, req.text)
+        queries.check_text(state.config, req.text, "text")
         vector = await state.text_batcher.submit(req.text)
         return EmbedOut(kind="text", dim=len(vector), vector=vector.tolist())
     if content_type.startswith("multipart/form-data"):

@@ -23,5 +23,5 @@ async def add_texts(req: AddTextsRequest, state: ServiceState = Depends(get_stat
     if req.fields is not None and len(req.fields) != len(req.texts):
         raise HTTPException(422, f"got {len(req.fields)} fields for {len(req.texts)} texts")
     vectors = await asyncio.to_thread(state.embedder.embed_texts, req.texts)
-    ids = await asyncio.to_thread(state.store.add_texts, req.texts, vectors, req.fields)
+    ids = await asyncio.to_thread(state.library.add_texts, req.texts, vectors, req.fields)
     return AddTextsOut(ids=ids)

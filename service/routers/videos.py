@@ -1,13 +1,19 @@
-"""POST /videos (ingest as a background job), GET/DELETE /videos/{id}, GET /jobs/{id}."""
+"""POST /videos (ingest as a background job), GET /videos (the library, paged), GET/DELETE /videos/{id}, the
+video file (GET /videos/{id}/media, seekable) and its thumbnails, GET /jobs/{id}."""
 from __future__ import annotations
 
 import json
+import mimetypes
+from pathlib import Path
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse
 
-from service import ingest
+from index import VideoRecord
+from service import ingest, thumbnails
 from service.deps import get_state, require_read_key, require_write_key
-from service.schemas import DeleteOut, JobOut, SegmentOut, VideoOut
+from service.library_pages import list_page
+from service.schemas import DeleteOut, JobOut, VideoListOut, VideoOut
 from service.state import ServiceState
 from service.uploads import save_upload
 
@@ -16,6 +22,14 @@ router = APIRouter(tags=["videos"])
 
 def job_out(job) -> JobOut:
     return JobOut(**vars(job))
+
+
+def video_out(record: VideoRecord) -> VideoOut:
+    middle = (record.duration or 0) / 2
+    return VideoOut(id=record.id, title=record.title, duration=record.duration, created=record.created,
+                    fields=record.fields, status="ready" if Path(record.path).is_file() else "missing_file",
+                    thumbnail_url=thumbnails.url(record.id, middle), media_url=f"/videos/{record.id}/media",
+                    segments=[{"start": s.start, "end": s.end} for s in record.segments])
 
 
 def _parse_fields(text: str | None) -> dict:
@@ -34,7 +48,8 @@ def _parse_fields(text: str | None) -> dict:
              summary="Add (or, with video_id, replace) a video: an upload or a path under the media root")
 async def add_video(file: UploadFile | None = File(None, description="a video file"),
                     path: str | None = Form(None, description="a file path relative to the media root"),
-                    fields: str | None = Form(None, description="user fields, a JSON object"),
+                    fields: str | None = Form(None, description="user fields, a JSON object (title, caption, "
+                                                                "tags, ...: text fields are searchable by keyword)"),
                     video_id: int | None = Form(None, description="replace this video (upsert)"),
                     state: ServiceState = Depends(get_state)) -> JobOut:
     if (file is None) == (path is None):
@@ -46,13 +61,48 @@ async def add_video(file: UploadFile | None = File(None, description="a video fi
     return job_out(ingest.ingest_path(state, path, user_fields, video_id))
 
 
+@router.get("/videos", response_model=VideoListOut, dependencies=[Depends(require_read_key)],
+            summary="The library, a page at a time, filtered and sorted")
+def list_videos(k: int = Query(20, ge=1, description="videos per page"),
+                page_token: str | None = Query(None, max_length=512),
+                filters: str | None = Query(None, max_length=8192, description="a JSON object, as in POST /search"),
+                sort: str = Query("video_id", max_length=70, description="created, duration, title or video_id; "
+                                                                         "a leading - sorts descending"),
+                state: ServiceState = Depends(get_state)) -> VideoListOut:
+    records, total, token = list_page(state, k, page_token, filters, sort)
+    return VideoListOut(videos=[video_out(r) for r in records], total=total, next_page_token=token)
+
+
 @router.get("/videos/{video_id}", response_model=VideoOut, dependencies=[Depends(require_read_key)])
 def get_video(video_id: int, state: ServiceState = Depends(get_state)) -> VideoOut:
-    record = state.store.get_video(video_id)
+    record = state.library.get_video(video_id)
     if record is None:
         raise HTTPException(404, f"no video with id {video_id}")
-    return VideoOut(id=record.id, path=record.path, duration=record.duration, fields=record.fields,
-                    segments=[SegmentOut(start=s.start, end=s.end) for s in record.segments])
+    return video_out(record)
+
+
+@router.get("/videos/{video_id}/media", dependencies=[Depends(require_read_key)], response_class=FileResponse,
+            summary="The video file; supports HTTP Range, so a player can seek in it")
+def get_media(video_id: int, state: ServiceState = Depends(get_state)) -> FileResponse:
+    record = state.library.get_video(video_id)
+    if record is None:
+        raise HTTPException(404, f"no video with id {video_id}")
+    path = Path(record.path)
+    if not path.is_file():
+        raise HTTPException(404, f"the file of video {video_id} is no longer on disk")
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media_type, filename=f"video_{video_id}{path.suffix}",
+                        content_disposition_type="inline")
+
+
+@router.get("/videos/{video_id}/thumbnail", dependencies=[Depends(require_read_key)], response_class=FileResponse,
+            summary="A JPEG still of the video near t seconds (the middle when t is left out)")
+def get_thumbnail(video_id: int, t: float | None = Query(None, ge=0, le=1e7),
+                  state: ServiceState = Depends(get_state)) -> FileResponse:
+    path = thumbnails.nearest(state.config, video_id, t)
+    if path is None:
+        raise HTTPException(404, f"no thumbnail for video {video_id}")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
 @router.delete("/videos/{video_id}", response_model=DeleteOut, dependencies=[Depends(require_write_key)])

@@ -1,0 +1,167 @@
+"""Filters on videos, applied inside the index search: equality and any-of on user fields, ranges on numbers.
+
+A filter is a JSON object: `{"corpus": "msrvtt"}` (equality), `{"tag": ["a", "b"]}` (any of), `{"duration":
+{"gte": 10, "lt": 60}}` (a range; operators gt, gte, lt, lte, eq, in). Built-in fields: `duration` (seconds),
+`created` (ingest time, seconds since the epoch), `title` and `video_id`; every other name is a user field. A user
+field holding a list matches a condition when any of its items does.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+BUILTIN = {"duration": "duration", "created": "created", "title": "title", "video_id": "id"}
+SORT_FIELDS = tuple(BUILTIN)  # what a listing or a search can be ordered by, besides the score
+NUMERIC_BUILTIN = ("duration", "created", "video_id")
+RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+OPS = (*RANGE_OPS, "eq", "in")
+FIELD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+MAX_CONDITIONS = 16
+MAX_VALUES = 256
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str  # one of OPS
+    value: Any  # a scalar; a tuple of scalars for "in"
+
+
+@dataclass(frozen=True)
+class Filter:
+    conditions: tuple[Condition, ...]
+
+    def key(self) -> str:
+        """A canonical text of the filter (cache keys, page tokens)."""
+        return json.dumps([[c.field, c.op, c.value] for c in self.conditions], sort_keys=True)
+
+
+def parse_filter(spec: dict | None) -> Filter | None:
+    """The filter a JSON object describes, or None for no filter; ValueError says what is wrong."""
+    if not spec:
+        return None
+    if not isinstance(spec, dict):
+        raise ValueError("filters must be a JSON object of field: condition")
+    conditions = []
+    for name, want in spec.items():
+        if not isinstance(name, str) or not FIELD_NAME.match(name):
+            raise ValueError(f"filter field {name!r}: names are 1-64 letters, digits, _ . -")
+        if isinstance(want, dict):
+            if not want:
+                raise ValueError(f"filter {name!r}: an empty condition")
+            for op, value in want.items():
+                conditions.append(_condition(name, op, value))
+        elif isinstance(want, list):
+            conditions.append(_condition(name, "in", want))
+        else:
+            conditions.append(_condition(name, "eq", want))
+    if len(conditions) > MAX_CONDITIONS:
+        raise ValueError(f"{len(conditions)} filter conditions; the limit is {MAX_CONDITIONS}")
+    return Filter(tuple(sorted(conditions, key=lambda c: (c.field, c.op, json.dumps(c.value)))))
+
+
+def _condition(name: str, op: str, value) -> Condition:
+    if op not in OPS:
+        raise ValueError(f"filter {name!r}: unknown operator {op!r}; use one of {', '.join(OPS)}")
+    if op == "in":
+        if not isinstance(value, list) or not value or len(value) > MAX_VALUES:
+            raise ValueError(f"filter {name!r}: 'in' takes a list of 1 to {MAX_VALUES} values")
+        for item in value:
+            _check_scalar(name, item)
+        return Condition(name, op, tuple(value))
+    _check_scalar(name, value)
+    if op in RANGE_OPS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"filter {name!r}: {op} compares numbers, got {value!r}")
+    if name in NUMERIC_BUILTIN and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"filter {name!r} is a number, got {value!r}")
+    return Condition(name, op, value)
+
+
+def _check_scalar(name: str, value) -> None:
+    if isinstance(value, str):
+        if len(value) > 1024:
+            raise ValueError(f"filter {name!r}: a value longer than 1024 characters")
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if abs(value) >= 2**63:
+            raise ValueError(f"filter {name!r}: {value} is outside the 64-bit range")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"filter {name!r}: not a finite number")
+    else:
+        raise ValueError(f"filter {name!r}: values are strings, numbers or booleans, got {type(value).__name__}")
+
+
+def to_sql(flt: Filter) -> tuple[str, list]:
+    """A WHERE clause over the `videos` table (user fields in its JSON `fields` column) and its parameters.
+
+    JSON types are kept apart as in `matches`: a string never equals a number, true is not 1."""
+    clauses, params = [], []
+    for c in flt.conditions:
+        if c.field in BUILTIN:
+            clause, values = _compare(BUILTIN[c.field], None, c)
+        else:
+            path = f'$."{c.field}"'
+            inner, inner_values = _compare("j.value", "j.type", c)
+            clause = (f"(json_type(videos.fields, ?) != 'object' AND EXISTS (SELECT 1 FROM json_each(videos.fields, ?)"
+                      f" AS j WHERE {inner}))")
+            values = [path, path] + inner_values
+        clauses.append(clause)
+        params.extend(values)
+    return " AND ".join(clauses), params
+
+
+def _compare(expr: str, type_expr: str | None, c: Condition) -> tuple[str, list]:
+    """`expr` against the condition; with `type_expr` (a json_each type column) the JSON type must fit too."""
+    values = c.value if c.op == "in" else (c.value,)
+    if c.op in RANGE_OPS:
+        typed = f"{type_expr} IN ('integer', 'real') AND " if type_expr else ""
+        return f"({typed}{expr} {RANGE_OPS[c.op]} ?)", [c.value]
+    parts, params = [], []
+    for kind, types in (("text", "('text')"), ("number", "('integer', 'real')"), ("bool", "('true', 'false')")):
+        chosen = [int(v) if kind == "bool" else v for v in values if _kind(v) == kind]
+        if chosen:
+            typed = f"{type_expr} IN {types} AND " if type_expr else ""
+            parts.append(f"({typed}{expr} IN ({', '.join('?' * len(chosen))}))")
+            params.extend(chosen)
+    return f"({' OR '.join(parts)})", params
+
+
+def _kind(value) -> str:
+    return "bool" if isinstance(value, bool) else "text" if isinstance(value, str) else "number"
+
+
+def matches(record_fields: dict, builtin: dict, flt: Filter | None) -> bool:
+    """Whether a video passes `flt` (the reference the SQL and Milvus translations are tested against)."""
+    if flt is None:
+        return True
+    for c in flt.conditions:
+        have = builtin.get(c.field) if c.field in BUILTIN else record_fields.get(c.field)
+        items = have if isinstance(have, list) else [have]
+        if not any(_holds(item, c) for item in items if item is not None and not isinstance(item, (dict, list))):
+            return False
+    return True
+
+
+def _holds(item, c: Condition) -> bool:
+    if c.op == "eq":
+        return _same(item, c.value)
+    if c.op == "in":
+        return any(_same(item, v) for v in c.value)
+    if isinstance(item, bool) or not isinstance(item, (int, float)):
+        return False
+    return {"gt": item > c.value, "gte": item >= c.value, "lt": item < c.value, "lte": item <= c.value}[c.op]
+
+
+def _same(a, b) -> bool:
+    """JSON equality: 1 == 1.0, but a string never equals a number and true is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    return a == b

@@ -1,0 +1,297 @@
+"""The contract every library backend keeps (index.backend.Library), run against each backend, plus the searches
+built on it (index.search): moments, pages, filters, keywords, hybrid, "A then B"."""
+import numpy as np
+import pytest
+
+from index import FaissLibrary, IndexConfig, NewVideo, parse_filter
+from index.filters import matches
+from index.records import normalize
+from index.search import FUSION_DEPTH, Query, fuse, search
+
+DIM = 32
+
+
+class FaissBackend:
+    name = "faiss"
+
+    def __init__(self, root):
+        self.root = root
+
+    def open(self):
+        return FaissLibrary(self.root, DIM, IndexConfig(kind="flat"))
+
+
+BACKENDS = [FaissBackend]
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def backend(request, tmp_path):
+    return request.param(tmp_path / "library")
+
+
+@pytest.fixture
+def library(backend):
+    lib = backend.open()
+    yield lib
+    lib.close()
+
+
+def unit(rng, n, dim=DIM):
+    return normalize(rng.standard_normal((n, dim)))
+
+
+def windows(n, window=8.0, stride=4.0):
+    return [(i * stride, i * stride + window) for i in range(n)]
+
+
+def fill(library, n_videos=40, segments=5, seed=0):
+    """Videos of `segments` windows each, with clustered vectors and user fields of every type."""
+    rng = np.random.default_rng(seed)
+    centers = unit(rng, 8)
+    items, vectors = [], []
+    for v in range(n_videos):
+        x = normalize(centers[rng.integers(0, 8, segments)] + 0.3 * rng.standard_normal((segments, DIM)))
+        vectors.append(x)
+        fields = {"group": v % 4, "kind": ["cat", "dog", "bird"][v % 3], "tags": [f"t{v % 5}", "all"],
+                  "rating": float(v % 10) / 2, "public": v % 2 == 0, "caption": f"clip number {v} of the zebra set"
+                  if v % 7 == 0 else f"clip number {v}"}
+        items.append(NewVideo(f"/media/video_{v}.mp4", segments * 4.0 + 4, windows(segments), x, fields,
+                              title=f"video {v}", content_hash=f"hash{v}"))
+    ids = library.add_videos(items)
+    return ids, vectors
+
+
+def exact_video_ranking(vectors, ids, q, keep=None):
+    best = [(float((x @ q).max()), vid) for x, vid in zip(vectors, ids) if keep is None or vid in keep]
+    return [vid for _, vid in sorted(best, key=lambda p: (-p[0], p[1]))]
+
+
+# ------------------------------------------------------------------------------------------------ storage
+
+def test_add_get_count_and_ids_never_reused(library):
+    ids, _ = fill(library, 6)
+    assert library.num_videos() == 6 and library.num_segments() == 30 and len(set(ids)) == 6
+    record = library.get_video(ids[2])
+    assert record.title == "video 2" and record.fields["kind"] == "bird" and record.content_hash == "hash2"
+    assert [(s.start, s.end) for s in record.segments] == windows(5)
+    assert library.find_by_hash("hash4") == ids[4] and library.find_by_hash("nope") is None
+    deleted = library.delete_video(ids[5])
+    assert deleted.id == ids[5] and library.get_video(ids[5]) is None and library.delete_video(ids[5]) is None
+    new = library.add_videos([NewVideo("/media/n.mp4", 4.0, [(0, 4)], unit(np.random.default_rng(1), 1))])
+    assert new[0] > max(ids)
+    assert library.num_videos() == 6 and library.num_segments() == 26
+
+
+def test_upsert_replaces_segments_and_refuses_unknown_ids(library):
+    ids, _ = fill(library, 3)
+    v = unit(np.random.default_rng(5), 2)
+    version = library.version()
+    assert library.add_videos([NewVideo("/media/new.mp4", 8.0, [(0, 4), (4, 8)], v, {"x": 1}, video_id=ids[1])]) \
+        == [ids[1]]
+    assert library.version() != version
+    record = library.get_video(ids[1])
+    assert record.path == "/media/new.mp4" and len(record.segments) == 2 and record.fields == {"x": 1}
+    assert library.search_videos(v[1:2], 1)[0][0].video.id == ids[1]
+    with pytest.raises(KeyError):
+        library.add_videos([NewVideo("/media/z.mp4", 4.0, [(0, 4)], v[:1], video_id=ids[-1] + 1000)])
+    assert library.num_videos() == 3
+
+
+@pytest.mark.parametrize("fields", [{"bad": "\ud800"}, {"deep": [[[[[[[[[[1]]]]]]]]]]}, {"big": 10 ** 30},
+                                    {"nan": float("nan")}, {"": 1}])
+def test_fields_that_cannot_be_served_back_are_refused_and_nothing_is_stored(library, fields):
+    fill(library, 2)
+    with pytest.raises(ValueError):
+        library.add_videos([NewVideo("/media/a.mp4", 4.0, [(0, 4)], unit(np.random.default_rng(0), 1), fields)])
+    assert library.num_videos() == 2 and library.num_segments() == 10
+
+
+def test_persists_across_restart(backend):
+    lib = backend.open()
+    ids, vectors = fill(lib, 10)
+    lib.delete_video(ids[0])
+    lib.set_meta("fingerprint", "abc")
+    lib.close()
+    again = backend.open()
+    try:
+        assert again.num_videos() == 9 and again.get_meta("fingerprint") == "abc"
+        assert again.search_videos(vectors[3][2:3], 1)[0][0].video.id == ids[3]
+    finally:
+        again.close()
+
+
+def test_texts_gallery(library):
+    v = unit(np.random.default_rng(2), 3)
+    tids = library.add_texts(["a dog", "a cat", "a bird"], v, [{"n": 1}, {}, {}])
+    assert library.num_texts() == 3
+    hit = library.search_texts(v[1], 1)[0]
+    assert hit.text.id == tids[1] and hit.text.text == "a cat"
+
+
+def test_list_videos_pages_filters_and_sorts(library):
+    ids, _ = fill(library, 12)
+    page, total = library.list_videos(None, 0, 5)
+    assert total == 12 and [r.id for r in page] == ids[:5]
+    rest, _ = library.list_videos(None, 5, 100)
+    assert [r.id for r in page + rest] == ids
+    dogs, total = library.list_videos(parse_filter({"kind": "dog"}), 0, 100, sort="title", descending=True)
+    assert total == 4 and [r.title for r in dogs] == sorted((f"video {i}" for i in (1, 4, 7, 10)), reverse=True)
+
+
+# ------------------------------------------------------------------------------------------------ search
+
+def test_search_is_exact_grouped_by_video_with_the_best_segment(library):
+    ids, vectors = fill(library, 40)
+    rng = np.random.default_rng(9)
+    for q in unit(rng, 5):
+        hits = library.search_videos(q[None], 10)[0]
+        assert [h.video.id for h in hits] == exact_video_ranking(vectors, ids, q)[:10]
+        for h in hits:
+            x = vectors[ids.index(h.video.id)]
+            best = int(np.argmax(x @ q))
+            assert h.score == pytest.approx(float(x[best] @ q), abs=1e-5)
+            assert (h.start, h.end) == windows(5)[best]
+
+
+@pytest.mark.parametrize("spec", [{"kind": "dog"}, {"group": [1, 3]}, {"tags": "t2"}, {"rating": {"gte": 1, "lt": 3}},
+                                  {"public": True}, {"duration": {"gt": 20}}, {"title": ["video 3", "video 5"]},
+                                  {"kind": "dog", "rating": {"lte": 2.5}}, {"video_id": {"in": [1, 2, 40]}},
+                                  {"missing": 1}, {"group": "1"}])
+def test_filters_run_inside_the_search(library, spec):
+    ids, vectors = fill(library, 40)
+    flt = parse_filter(spec)
+    records = library.get_videos(ids)
+    keep = {vid for vid, r in records.items()
+            if matches(r.fields, {"duration": r.duration, "created": r.created, "title": r.title, "video_id": r.id},
+                       flt)}
+    q = unit(np.random.default_rng(3), 1)[0]
+    hits = library.search_videos(q[None], 10, flt)[0]
+    assert [h.video.id for h in hits] == exact_video_ranking(vectors, ids, q, keep)[:10]
+    listed, total = library.list_videos(flt, 0, 100)
+    assert {r.id for r in listed} == keep and total == len(keep)
+
+
+def test_a_filter_keeping_one_percent_still_fills_k(backend):
+    lib = backend.open()
+    try:
+        rng = np.random.default_rng(0)
+        items = [NewVideo(f"/m/{v}.mp4", 8.0, windows(2), unit(rng, 2), {"rare": v % 100 == 0}) for v in range(2000)]
+        ids = lib.add_videos(items)
+        hits = lib.search_videos(unit(rng, 1), 10, parse_filter({"rare": True}))[0]
+        assert len(hits) == 10 and {h.video.id for h in hits} <= set(ids[::100])
+    finally:
+        lib.close()
+
+
+def test_exclude_and_min_score(library):
+    ids, vectors = fill(library, 20)
+    q = vectors[4][0]
+    assert library.search_videos(q[None], 1)[0][0].video.id == ids[4]
+    hits = library.search_videos(q[None], 5, exclude=frozenset({ids[4]}))[0]
+    assert ids[4] not in {h.video.id for h in hits} and len(hits) == 5
+    assert all(h.score >= 0.5 for h in library.search_videos(q[None], 20, min_score=0.5)[0])
+    assert library.search_videos(q[None], 5, min_score=1.01)[0] == []
+
+
+def test_keyword_search(library):
+    ids, _ = fill(library, 30)
+    found = library.keyword_search("zebra", 10)
+    assert {vid for vid, _ in found} == {ids[i] for i in (0, 7, 14, 21, 28)}
+    assert all(score > 0 for _, score in found)
+    assert {vid for vid, _ in library.keyword_search("video_12", 5)} >= {ids[12]}  # the file name
+    assert library.keyword_search("zebra", 10, parse_filter({"kind": "cat"})) == \
+        [(vid, s) for vid, s in found if library.get_video(vid).fields["kind"] == "cat"]
+    assert library.keyword_search("!!!", 10) == [] and library.keyword_search("nothing-like-it", 10) == []
+
+
+# ------------------------------------------------------------------------------------------------ index.search
+
+def query(vector, **kw):
+    return Query(vector=np.asarray(vector, np.float32), **kw)
+
+
+def test_pages_never_overlap_and_concatenate_to_one_larger_request(library):
+    fill(library, 40)
+    q = unit(np.random.default_rng(4), 1)[0]
+    for mode in ("vector", "hybrid", "keyword"):
+        whole = search(library, [query(q, text="zebra clip", mode=mode, k=24)])[0]
+        pages, offset = [], 0
+        while True:
+            page = search(library, [query(q, text="zebra clip", mode=mode, k=5, offset=offset)])[0]
+            pages += [r.video.id for r in page.results]
+            offset += 5
+            if not page.has_more:
+                break
+        assert pages[:24] == [r.video.id for r in whole.results], mode
+        assert len(pages) == len(set(pages))
+
+
+def test_results_carry_moments_best_first(library):
+    rng = np.random.default_rng(0)
+    base = unit(rng, 1)[0]
+    other = unit(rng, 6)
+    x = other.copy()
+    x[3] = base  # the match is the 4th window only
+    vid = library.add_videos([NewVideo("/m/long.mp4", 28.0, windows(6), x)])[0]
+    page = search(library, [query(base, k=1, moments_per_video=2)])[0]
+    top = page.results[0]
+    assert top.video.id == vid and top.score == pytest.approx(1.0, abs=1e-5)
+    assert top.moments[0].score == pytest.approx(top.score) and top.moments[0].start >= 12 and top.moments[0].end <= 20
+    np.testing.assert_allclose(top.moment_vectors[0], base, atol=1e-5)
+    assert len(top.moments) <= 2
+
+
+def test_group_by_moment_is_a_flat_list_best_first(library):
+    fill(library, 20)
+    q = unit(np.random.default_rng(6), 1)[0]
+    flat = search(library, [query(q, group_by="moment", k=15)])[0]
+    scores = [r.moment.score for r in flat.results]
+    assert scores == sorted(scores, reverse=True) and len(flat.results) == 15
+    grouped = search(library, [query(q, k=1)])[0]
+    assert flat.results[0].video.id == grouped.results[0].video.id
+
+
+def test_hybrid_is_reciprocal_rank_fusion(library):
+    ids, _ = fill(library, 30)
+    q = unit(np.random.default_rng(8), 1)[0]
+    vector = [(h.video.id, h.score) for h in library.search_videos(q[None], FUSION_DEPTH)[0]]
+    keyword = library.keyword_search("zebra", FUSION_DEPTH)
+    expected = [vid for vid, _ in fuse([vector, keyword])][:10]
+    got = search(library, [query(q, text="zebra", mode="hybrid", k=10)])[0]
+    assert [r.video.id for r in got.results] == expected
+    assert set(expected[:3]) & {ids[i] for i in (0, 7, 14, 21, 28)}  # keyword hits rise to the top
+
+
+def test_then_needs_the_second_event_after_the_first(library):
+    rng = np.random.default_rng(1)
+    a, b = unit(rng, 2)
+    filler = unit(rng, 12)
+    forward, backward = filler[:6].copy(), filler[6:].copy()
+    forward[0], forward[4] = a, b  # A early, B late
+    backward[0], backward[4] = b, a  # the twin: B early, A late
+    fwd, bwd = library.add_videos([NewVideo("/m/f.mp4", 28.0, windows(6), forward),
+                                   NewVideo("/m/b.mp4", 28.0, windows(6), backward)])
+    page = search(library, [query(a, then=b, max_gap=30, k=5)])[0]
+    assert [r.video.id for r in page.results] == [fwd]
+    first, then = page.results[0].moments
+    assert first.end <= then.start
+    assert [r.video.id for r in search(library, [query(b, then=a, max_gap=30, k=5)])[0].results] == [bwd]
+
+
+def test_sort_by_a_field_orders_the_relevant_candidates(library):
+    fill(library, 30)
+    q = unit(np.random.default_rng(2), 1)[0]
+    page = search(library, [query(q, sort="title", descending=False, k=30)])[0]
+    titles = [r.video.title for r in page.results]
+    assert titles == sorted(titles) and len(titles) == 30
+
+
+def test_batched_queries_equal_one_by_one(library):
+    fill(library, 30)
+    qs = unit(np.random.default_rng(7), 4)
+    specs = [dict(k=4), dict(k=4, flt=parse_filter({"group": 1})), dict(k=4, min_score=0.3), dict(k=6, offset=2)]
+    batched = search(library, [query(v, **s) for v, s in zip(qs, specs)])
+    for v, s, page in zip(qs, specs, batched):
+        single = search(library, [query(v, **s)])[0]
+        assert [(r.video.id, round(r.score, 5)) for r in page.results] == \
+            [(r.video.id, round(r.score, 5)) for r in single.results]
