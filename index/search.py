@@ -9,11 +9,14 @@ Rankings (ties broken by video id, so pages are stable while the library does no
 - then: videos holding a moment of the query followed, within `max_gap` seconds, by a moment of `then`
   (`index.moments.ordered_pair`), among the top `FUSION_DEPTH` videos of either query; by the pair's mean score.
 - sort by a field: the top `FUSION_DEPTH` by score, ordered by that field instead.
+- rescored (a re-rank by a model above this layer, e.g. the matching head): the top `rescore_depth` of the
+  ranking re-ordered by `rescore`'s scores, the rest as they were.
 Every ranking is computed over a fixed depth, never one that depends on the page, so consecutive pages never
 overlap and together equal one request for as many results.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +51,8 @@ class Query:
     descending: bool = True
     offset: int = 0
     k: int = 10
+    rescore: Callable[[list["VideoResult"]], list[float]] | None = None  # new scores for the top results
+    rescore_depth: int = 16
 
 
 @dataclass
@@ -56,6 +61,7 @@ class VideoResult:
     score: float
     moments: list[Moment] = field(default_factory=list)
     moment_vectors: list[np.ndarray] = field(default_factory=list)  # the best window's vector of each moment
+    rescored: float | None = None  # the re-rank's score, when the query was rescored
 
 
 @dataclass
@@ -80,7 +86,7 @@ def search(library: Library, queries: list[Query]) -> list[Page]:
     groups: dict[tuple, list[int]] = {}
     for i, q in enumerate(queries):
         if q.mode == "vector" and q.then is None and q.sort == "score" and q.group_by == "video":
-            key = (q.offset + q.k + 1, q.flt.key() if q.flt else None, q.exclude, q.min_score)
+            key = (_need(q), q.flt.key() if q.flt else None, q.exclude, q.min_score)
             groups.setdefault(key, []).append(i)
     for (need, _, exclude, min_score), members in groups.items():
         flt = queries[members[0]].flt
@@ -95,18 +101,33 @@ def _page(library: Library, q: Query, hits: list[VideoHit] | None, version: int)
     if q.then is not None:
         return _ordered_page(library, q, version)
     ranked = _ranked(library, q, hits)
-    window = ranked[q.offset:q.offset + q.k]
-    results = []
-    for record, score in window:
-        spans, vectors = library.video_segments(record.id)
-        found = moments(spans, vectors @ q.vector, q.moments_per_video, q.min_score) if len(spans) else []
-        results.append(VideoResult(record, score, found, [vectors[m.window] for m in found]))
+    head = 0
+    if q.rescore is not None:
+        head = min(q.rescore_depth, len(ranked))
+        top = [_with_moments(library, q, record, score) for record, score in ranked[:head]]
+        for result, score in zip(top, q.rescore(top)):
+            result.rescored = score
+        top.sort(key=lambda r: (-r.rescored, r.video.id))
+    results = [top[i] if i < head else _with_moments(library, q, *ranked[i])
+               for i in range(q.offset, min(q.offset + q.k, len(ranked)))]
     return Page(results, len(ranked) > q.offset + q.k, version)
+
+
+def _with_moments(library: Library, q: Query, record: VideoRecord, score: float) -> VideoResult:
+    spans, vectors = library.video_segments(record.id)
+    found = moments(spans, vectors @ q.vector, q.moments_per_video, q.min_score) if len(spans) else []
+    return VideoResult(record, score, found, [vectors[m.window] for m in found])
+
+
+def _need(q: Query) -> int:
+    """How much of the ranking a page needs: through its last result, one more (is there a next page?), and the
+    whole rescored top, which must be the same for every page."""
+    return max(q.offset + q.k, q.rescore_depth if q.rescore is not None else 0) + 1
 
 
 def _ranked(library: Library, q: Query, hits: list[VideoHit] | None) -> list[tuple[VideoRecord, float]]:
     """(video, score) best first; long enough to hold the page and tell whether another follows."""
-    need = q.offset + q.k + 1
+    need = _need(q)
     depth = FUSION_DEPTH if q.sort != "score" else need
     if q.mode == "vector":
         hits = hits if hits is not None else _vector(library, q, depth)

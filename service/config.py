@@ -36,7 +36,9 @@ class ServiceConfig:
     num_frames: int = 0  # 0: what the model was built for
     frame_size: int = 0  # 0: what the model was built for
     max_text_tokens: int = 0  # 0: the model's max_txt_len
-    rerank_candidates: int = 8
+    rerank_candidates: int = 16  # how many of the top results rerank re-orders
+    rerank_weight: float = 0.03  # rerank score = cosine + weight * matching-head logit (benchmarks/bench_rerank.py)
+    rerank_tokens: str = "auto"  # keep vision tokens per window for rerank: auto (small models), on, off
     thumbnail_size: int = 256  # longer side of the thumbnails made at ingestion, pixels
     # text micro-batching through the encoder
     micro_batching: bool = True
@@ -50,6 +52,8 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.media_root = Path(self.media_root) if self.media_root else self.data_dir / "media"
+        if self.rerank_tokens not in ("auto", "on", "off"):
+            raise ValueError(f"rerank_tokens must be auto, on or off, got {self.rerank_tokens!r}")
         if self.segment_stride > self.segment_window:
             raise ValueError(f"segment_stride ({self.segment_stride}) must not exceed segment_window "
                              f"({self.segment_window})")

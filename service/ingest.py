@@ -8,7 +8,7 @@ from pathlib import Path
 import shutil
 
 from index import NewVideo
-from service import thumbnails
+from service import thumbnails, window_tokens
 from service.errors import NotFound, Overloaded
 from service.jobs import Job
 from service.state import ServiceState
@@ -21,12 +21,14 @@ def submit(state: ServiceState, path: Path, fields: dict, video_id: int | None, 
     An upload (kind "upload") whose job fails or is refused by a full queue is removed again.
     """
     cfg = state.config
+    keep_tokens = window_tokens.enabled(cfg, state.embedder)
 
     def body(progress) -> int:
         pending = None
         try:
             emb = state.embedder.embed_video(path, cfg.segment_window, cfg.segment_stride,
-                                             progress=lambda done, total: progress(0.95 * done / total))
+                                             progress=lambda done, total: progress(0.95 * done / total),
+                                             with_tokens=keep_tokens)
             pending = thumbnails.make_pending(cfg, path, emb.spans)
             title = str(fields.get("title") or fields.get("filename") or path.stem)[:200]
             vid = state.library.add_videos([NewVideo(str(path), emb.duration, emb.spans, emb.vectors, fields,
@@ -38,6 +40,10 @@ def submit(state: ServiceState, path: Path, fields: dict, video_id: int | None, 
                 path.unlink(missing_ok=True)
             raise
         thumbnails.finalize(cfg, pending, vid)
+        if keep_tokens:
+            window_tokens.save(cfg, vid, emb.tokens)
+        else:
+            window_tokens.remove(cfg, vid)  # an upsert must not keep the replaced video's tokens
         return vid
 
     try:
@@ -77,5 +83,6 @@ def delete_video(state: ServiceState, video_id: int) -> None:
     if record is None:
         raise NotFound(f"no video with id {video_id}")
     thumbnails.remove(state.config, video_id)
+    window_tokens.remove(state.config, video_id)
     if Path(record.path).resolve().parent == uploads_folder(state).resolve():
         Path(record.path).unlink(missing_ok=True)

@@ -52,7 +52,10 @@ class SearchRequest(SearchOptions):
     mode: Literal["vector", "keyword", "hybrid"] = Field(
         "vector", description="vector: embeddings; keyword: BM25 over titles, file names, text fields and captions; "
                               "hybrid: reciprocal rank fusion of both (k = 60, each list cut at 200)")
-    rerank: StrictBool = Field(False, description="re-rank the top candidates with the video-text matching head")
+    rerank: StrictBool = Field(False, description="re-order the top candidates (--rerank-candidates, 16) by cosine + "
+                                                  "--rerank-weight (0.03) x the matching head's logit on each one's "
+                                                  "best moment, from window tokens kept at ingestion; measured by "
+                                                  "benchmarks/bench_rerank.py")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "a green circle spins", "k": 3},
@@ -79,7 +82,8 @@ class VideoResult(BaseModel):
     thumbnail_url: str = Field(description="the best moment's thumbnail")
     media_url: str = Field(description="the video file, seekable (HTTP Range)")
     moments: list[MomentOut] = Field(description="best first; for a then query, the pair in time order")
-    rerank_score: float | None = Field(None, description="matching-head logit when re-ranked")
+    rerank_score: float | None = Field(None, description="with rerank, for the re-ordered top candidates: the "
+                                                         "score they were ordered by")
 
 
 class SearchResponse(BaseModel):

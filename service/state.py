@@ -58,7 +58,7 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> Serv
     batch = config.batch_size if config.micro_batching else 1
     wait = config.batch_wait_ms / 1000
     text_batcher = MicroBatcher(embedder.embed_texts, batch, wait, config.queue_size, on_batch)
-    search_batcher = MicroBatcher(partial(run_searches, embedder, library), batch, wait, config.queue_size, on_batch)
+    search_batcher = MicroBatcher(partial(run_searches, embedder, library, config), batch, wait, config.queue_size, on_batch)
     jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
                       record_path=config.data_dir / "jobs.sqlite")
     return ServiceState(config, embedder, library, text_batcher, search_batcher, jobs, metrics,

@@ -295,3 +295,20 @@ def test_batched_queries_equal_one_by_one(library):
         single = search(library, [query(v, **s)])[0]
         assert [(r.video.id, round(r.score, 5)) for r in page.results] == \
             [(r.video.id, round(r.score, 5)) for r in single.results]
+
+
+def test_rescored_top_is_reordered_and_pages_stay_consistent(library):
+    ids, _ = fill(library, 30)
+    q = unit(np.random.default_rng(11), 1)[0]
+    plain = [r.video.id for r in search(library, [query(q, k=20)])[0].results]
+
+    def reverse_top(results):  # a rescore that turns the top candidates upside down
+        return [float(i) for i in range(len(results))]
+
+    whole = search(library, [query(q, k=20, rescore=reverse_top, rescore_depth=8)])[0].results
+    assert [r.video.id for r in whole] == plain[:8][::-1] + plain[8:20]
+    assert [r.rescored for r in whole[:8]] == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+    assert all(r.rescored is None for r in whole[8:])
+    paged = [r.video.id for offset in range(0, 20, 5)
+             for r in search(library, [query(q, k=5, offset=offset, rescore=reverse_top, rescore_depth=8)])[0].results]
+    assert paged == [r.video.id for r in whole]

@@ -234,3 +234,24 @@ def test_openapi_documents_limits_examples_and_the_error_shape(env):
         error(c.post("/search", json={"query": "a", "k": MAX_K + 1}), 422, "invalid_request", f"{MAX_K}")
         error(c.post("/search", json={"query": "a", "k": True}), 422, "invalid_request")
         error(c.get("/nowhere"), 404, "not_found")
+
+
+def test_rerank_reads_stored_window_tokens_not_the_video(env):
+    service, ids, *_ = env
+    tokens = np.load(service.data_dir / "tokens" / f"{ids[6]}.npy")
+    with service.client() as c:
+        windows = c.get(f"/videos/{ids[6]}").json()["segments"]
+        assert tokens.dtype == np.float16 and tokens.shape[0] == len(windows)
+        plain = search(c, query="a noisy video", k=10)["results"]
+        media = sorted((service.data_dir / "media" / "uploads").iterdir())
+        hidden = [p.rename(p.with_name(p.name + ".away")) for p in media]  # no video can be decoded now
+        try:
+            ranked = search(c, query="a noisy video", k=10, rerank=True)["results"]
+        finally:
+            for p in hidden:
+                p.rename(p.with_name(p.name[:-len(".away")]))
+        assert sorted(r["video_id"] for r in ranked) == sorted(r["video_id"] for r in plain)
+        assert all(r["rerank_score"] is not None for r in ranked)
+        assert [r["rerank_score"] for r in ranked] == sorted((r["rerank_score"] for r in ranked), reverse=True)
+        assert all(r["rerank_score"] is None for r in plain)
+        error(c.post("/search", json={"query": "a", "then": "b", "rerank": True}), 422, "invalid_request")

@@ -27,6 +27,7 @@ class VideoEmbedding:
     duration: float
     spans: list[tuple[float, float]]
     vectors: np.ndarray  # (num_segments, dim), unit rows
+    tokens: np.ndarray | None = None  # (num_segments, N, D) float16 vision tokens, what the matching head reads
 
     def pooled(self) -> np.ndarray:
         return pool_segments(self.vectors)
@@ -61,38 +62,61 @@ class Embedder:
             return self.model.text_embedding(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
 
     @torch.no_grad()
-    def embed_clips(self, clips: torch.Tensor) -> np.ndarray:
-        """(B, T, 3, H, W) normalized frames -> (B, dim) unit segment vectors."""
+    def embed_clips(self, clips: torch.Tensor, with_tokens: bool = False):
+        """(B, T, 3, H, W) normalized frames -> (B, dim) unit segment vectors (and, with_tokens, their (B, N, D)
+        float16 vision tokens, so the matching head can score them later without decoding the video again)."""
         with self._lock:
-            frames = self.model.vision_embedding(clips.to(self.device)).float()
-        return F.normalize(frames.mean(1), dim=-1).cpu().numpy()
+            tokens, pooled = self.model.encode_vision(clips.to(self.device))
+            frames = F.normalize(self.model.vision_proj(pooled), dim=-1).float()
+        vectors = F.normalize(frames.mean(1), dim=-1).cpu().numpy()
+        return (vectors, tokens.half().cpu().numpy()) if with_tokens else vectors
 
     def load_clip(self, src, start: float, end: float) -> torch.Tensor:
         return load_segment(src, start, end, num_frames=self.num_frames, size=self.frame_size)
 
-    def embed_video(self, src, window: float, stride: float, progress=None, batch: int = 4) -> VideoEmbedding:
+    def embed_video(self, src, window: float, stride: float, progress=None, batch: int = 4,
+                    with_tokens: bool = False) -> VideoEmbedding:
         """Cut `src` into overlapping windows and embed each; `progress(done, total)` after every batch."""
         duration = video_duration(src)
         spans = segment_windows(duration, window, stride)
-        vectors = []
+        vectors, tokens = [], []
         for i in range(0, len(spans), batch):
             clips = torch.stack([self.load_clip(src, s, e) for s, e in spans[i:i + batch]])
-            vectors.append(self.embed_clips(clips))
+            out = self.embed_clips(clips, with_tokens)
+            vectors.append(out[0] if with_tokens else out)
+            if with_tokens:
+                tokens.append(out[1])
             if progress:
                 progress(min(i + batch, len(spans)), len(spans))
-        return VideoEmbedding(duration, spans, np.concatenate(vectors))
+        return VideoEmbedding(duration, spans, np.concatenate(vectors),
+                              np.concatenate(tokens) if with_tokens else None)
+
+    def token_bytes(self) -> int:
+        """Bytes of one window's float16 vision tokens (what storing them for re-ranking costs)."""
+        vision = self.model.vision_encoder
+        patches = (self.frame_size // vision.patch_embed.patch_size) ** 2
+        frames = self.num_frames // vision.patch_embed.kernel_size
+        return 2 * frames * patches * vision.embed_dim
 
     @torch.no_grad()
-    def itm_scores(self, text: str, clips: torch.Tensor) -> np.ndarray:
-        """Matching-head "match" logits of one text against (B, T, 3, H, W) clips (the official re-rank score)."""
+    def itm_scores(self, text: str, vision_tokens: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Matching-head "match" logits (the official re-rank score) of one text against (B, N, D) vision tokens
+        (stored at ingestion, or from `encode_vision` of freshly decoded clips)."""
         ids, mask = self.tokenize([pre_text(text)])
         ids, mask = ids.to(self.device), mask.to(self.device)
+        vision = torch.as_tensor(vision_tokens).to(self.device, torch.float32)
         with self._lock:
-            vision_tokens, _ = self.model.encode_vision(clips.to(self.device))
             text_tokens, _ = self.model.encode_text(ids, mask)
-            n = vision_tokens.shape[0]
-            logits = self.model.itm_logits(vision_tokens, text_tokens.expand(n, -1, -1), mask.expand(n, -1))
+            n = vision.shape[0]
+            logits = self.model.itm_logits(vision, text_tokens.expand(n, -1, -1), mask.expand(n, -1))
         return logits[:, 1].float().cpu().numpy()
+
+    @torch.no_grad()
+    def clip_tokens(self, clips: torch.Tensor) -> np.ndarray:
+        """(B, N, D) float16 vision tokens of freshly decoded (B, T, 3, H, W) clips."""
+        with self._lock:
+            tokens, _ = self.model.encode_vision(clips.to(self.device))
+        return tokens.half().cpu().numpy()
 
 
 def load_embedder(model_path: str, **kwargs) -> Embedder:

@@ -25,12 +25,12 @@ def moment_out(video_id: int, moment, vector=None) -> MomentOut:
                      vector=None if vector is None else [float(v) for v in vector])
 
 
-def result_out(result: IndexResult | MomentResult, vectors: bool, rerank_score: float | None = None) -> VideoResult:
+def result_out(result: IndexResult | MomentResult, vectors: bool) -> VideoResult:
     if isinstance(result, MomentResult):
-        video, score = result.video, result.moment.score
+        video, score, rerank_score = result.video, result.moment.score, None
         moments = [moment_out(video.id, result.moment, result.vector if vectors else None)]
     else:
-        video, score = result.video, result.score
+        video, score, rerank_score = result.video, result.score, result.rescored
         moments = [moment_out(video.id, m, v if vectors else None)
                    for m, v in zip(result.moments, result.moment_vectors)]
     thumbnail = moments[0].thumbnail_url if moments else thumbnails.url(video.id, (video.duration or 0) / 2)
@@ -39,15 +39,11 @@ def result_out(result: IndexResult | MomentResult, vectors: bool, rerank_score: 
                        moments=moments, rerank_score=rerank_score)
 
 
-async def answer(state: ServiceState, planned: queries.PlannedSearch, options: SearchOptions, started: float,
-                 rerank_text: str | None = None) -> SearchResponse:
+async def answer(state: ServiceState, planned: queries.PlannedSearch, options: SearchOptions,
+                 started: float) -> SearchResponse:
     page, query = await state.search_batcher.submit(planned)
     vectors = options.return_vectors
-    if rerank_text and page.results:
-        ranked = await asyncio.to_thread(queries.rerank, state.embedder, rerank_text, page.results)
-        results = [result_out(r, vectors, s) for r, s in ranked]
-    else:
-        results = [result_out(r, vectors) for r in page.results]
+    results = [result_out(r, vectors) for r in page.results]
     return SearchResponse(results=results, next_page_token=queries.next_page_token(planned, page, state.config),
                           query_vector=[float(v) for v in query.vector] if vectors else None,
                           took_ms=(time.perf_counter() - started) * 1000)
@@ -58,8 +54,7 @@ async def answer(state: ServiceState, planned: queries.PlannedSearch, options: S
 async def search(req: SearchRequest, state: ServiceState = Depends(get_state)) -> SearchResponse:
     started = time.perf_counter()
     planned = await asyncio.to_thread(queries.plan, state.config, state.library, req)
-    rerank_text = req.query if req.rerank and req.query and req.then is None else None
-    return await answer(state, planned, req, started, rerank_text)
+    return await answer(state, planned, req, started)
 
 
 @router.post("/search/file", response_model=SearchResponse,
