@@ -115,9 +115,13 @@ class MilvusStandalone:
 
     @staticmethod
     def _healthy() -> bool:
+        """/healthz says OK and the gRPC port accepts connections (after a restart it opens later)."""
         try:
-            return httpx.get("http://127.0.0.1:9091/healthz", timeout=2).text.strip() == "OK"
-        except httpx.TransportError:
+            if httpx.get("http://127.0.0.1:9091/healthz", timeout=2).text.strip() != "OK":
+                return False
+            socket.create_connection(("127.0.0.1", 19530), 1).close()
+            return True
+        except (httpx.TransportError, OSError):
             return False
 
     def kill(self) -> None:

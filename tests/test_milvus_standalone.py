@@ -27,7 +27,7 @@ def inner(*extra: str, timeout: float) -> subprocess.CompletedProcess:
 @pytest.mark.slow  # about N minutes: the server starts once, restarts once per index kind
 def test_contract_subset_passes_against_milvus_2_3_standalone():
     collected = inner("--collect-only", timeout=300)
-    expected = int(re.search(r"(\d+)/\d+ tests collected", collected.stdout).group(1))
+    expected = int(re.search(r"(\d+)(?:/\d+)? tests? collected", collected.stdout).group(1))
     assert expected >= 60, collected.stdout[-2000:]  # about 25 tests x 3 index kinds
     run = inner("-rfEs", timeout=2400)
     summary = run.stdout.strip().splitlines()[-1]
