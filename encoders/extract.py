@@ -11,10 +11,16 @@ CLI::
     python -m encoders.extract INPUT --model videomamba_middle --checkpoint CKPT --out DIR|FILE.npz|FILE.safetensors
         [--tokens] [--num-frames 8] [--size 224] [--per-frame]
 
+    python -m encoders.extract INPUT --format parquet --model-path JOINT_MODEL --out FILE.parquet [--window 8 --stride 4]
+
 INPUT is a video/image file or a folder (searched recursively). ``--out DIR`` writes one ``.npy`` per
 input (``<relative path>.npy``, plus ``.tokens.npy`` with ``--tokens``); a ``.npz``/``.safetensors`` path
 writes one file keyed by relative path. Frames use the official test-time sampling (interval middles,
 bicubic resize, ImageNet normalization). Bad files are skipped and listed at the end.
+
+With ``--format parquet --model-path JOINT_MODEL`` it writes the import format instead (``encoders.vector_table``:
+one row per time window, as the service's ingestion cuts and embeds it, with the model's fingerprint), ready for
+``python -m service import FILE.parquet``.
 """
 from __future__ import annotations
 
@@ -93,6 +99,26 @@ def _save(out: Path, features: dict[str, np.ndarray]) -> None:
         save_file({k: np.ascontiguousarray(v) for k, v in features.items()}, str(out))
 
 
+def write_import_format(inputs: list[Path], model_path: str, out: Path, window: float, stride: float,
+                        device: str | None) -> tuple[int, list[tuple[Path, str]]]:
+    """Window vectors of every input into one Parquet file of the import format; (files written, bad files)."""
+    from encoders.vector_table import video_table, write_tables
+    from encoders.video_text import load_embedder, model_fingerprint
+
+    embedder = load_embedder(model_path, device=device or "cpu")
+    tables, bad = [], []
+    for path in inputs:
+        try:
+            emb = embedder.embed_video(path, window, stride)
+        except VideoDecodeError as exc:
+            bad.append((path, exc.reason))
+            continue
+        tables.append(video_table(str(path.resolve()), emb.spans, emb.vectors, emb.duration, path.stem))
+    if tables:
+        write_tables(out, tables, model_fingerprint(model_path))
+    return len(tables), bad
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m encoders.extract", description="VideoMamba feature extraction")
     parser.add_argument("input", type=Path, help="a video/image file or a folder of them")
@@ -104,6 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--format", choices=["features", "parquet"], default="features",
+                        help="features: VideoMamba features (.npy/.npz/.safetensors); parquet: the import format of a "
+                             "joint model's window vectors (needs --model-path)")
+    parser.add_argument("--model-path", default=None, help="a joint video-text model (with --format parquet)")
+    parser.add_argument("--window", type=float, default=8.0, help="window length in seconds (with --model-path)")
+    parser.add_argument("--stride", type=float, default=4.0, help="window stride in seconds (with --model-path)")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
@@ -111,6 +143,14 @@ def main(argv=None) -> int:
     if not inputs:
         print(f"no videos or images found under {args.input}", file=sys.stderr)
         return 1
+    if args.format == "parquet":
+        if not args.model_path or args.out.suffix != ".parquet":
+            parser.error("--format parquet needs --model-path and --out FILE.parquet")
+        done, bad = write_import_format(inputs, args.model_path, args.out, args.window, args.stride, args.device)
+        print(f"wrote the window vectors of {done} of {len(inputs)} file(s) -> {args.out}")
+        for path, reason in bad:
+            print(f"  skipped {path}: {reason}", file=sys.stderr)
+        return 0 if done else 1
     fx = VideoFeatureExtractor(args.model, args.checkpoint, args.num_frames, args.size, args.device, args.per_frame)
     base = args.input if args.input.is_dir() else args.input.parent
     single_file = args.out.suffix in (".npz", ".safetensors")

@@ -12,8 +12,14 @@ from index.filters import Filter
 from index.records import NewVideo, TextHit, VideoHit, VideoRecord
 
 
+class Unsupported(Exception):
+    """What this backend's server cannot answer (e.g. keyword search on a Milvus without BM25): say so, do not
+    guess."""
+
+
 class Library(Protocol):
     dim: int
+    keywords: bool  # whether keyword_search works (False: it raises Unsupported)
 
     # --- writes ---
     def add_videos(self, items: list[NewVideo]) -> list[int]:

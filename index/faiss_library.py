@@ -66,6 +66,8 @@ class _SegmentTable:
 class FaissLibrary:
     """Videos as time segments with one vector each, plus a gallery of caption vectors, in `root`."""
 
+    keywords = True  # SQLite FTS5
+
     def __init__(self, root: str | Path, dim: int, config: IndexConfig | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,8 @@
 """Filters on videos, applied inside the index search: equality and any-of on user fields, ranges on numbers.
 
+Translations: `to_sql` (SQLite, the embedded library) and `to_milvus` (a Milvus boolean expression over typed
+built-in columns and the `facets` JSON column that `facets` computes from a video's user fields).
+
 A filter is a JSON object: `{"corpus": "msrvtt"}` (equality), `{"tag": ["a", "b"]}` (any of), `{"duration":
 {"gte": 10, "lt": 60}}` (a range; operators gt, gte, lt, lte, eq, in). Built-in fields: `duration` (seconds),
 `created` (ingest time, seconds since the epoch), `title` and `video_id`; every other name is a user field. A user
@@ -103,8 +106,8 @@ def to_sql(flt: Filter) -> tuple[str, list]:
     JSON types are kept apart as in `matches`: a string never equals a number, true is not 1."""
     clauses, params = [], []
     for c in flt.conditions:
-        if c.field in BUILTIN:
-            clause, values = _compare(BUILTIN[c.field], None, c)
+        if c.field in BUILTIN:  # typed too: SQLite would compare the text "1" equal to the integer id 1
+            clause, values = _compare(BUILTIN[c.field], f"typeof({BUILTIN[c.field]})", c)
         else:
             path = f'$."{c.field}"'
             inner, inner_values = _compare("j.value", "j.type", c)
@@ -116,24 +119,95 @@ def to_sql(flt: Filter) -> tuple[str, list]:
     return " AND ".join(clauses), params
 
 
-def _compare(expr: str, type_expr: str | None, c: Condition) -> tuple[str, list]:
-    """`expr` against the condition; with `type_expr` (a json_each type column) the JSON type must fit too."""
+def _compare(expr: str, type_expr: str, c: Condition) -> tuple[str, list]:
+    """`expr` against the condition; its type (`type_expr`: a json_each type column or a typeof()) must fit too."""
     values = c.value if c.op == "in" else (c.value,)
     if c.op in RANGE_OPS:
-        typed = f"{type_expr} IN ('integer', 'real') AND " if type_expr else ""
-        return f"({typed}{expr} {RANGE_OPS[c.op]} ?)", [c.value]
+        return f"({type_expr} IN ('integer', 'real') AND {expr} {RANGE_OPS[c.op]} ?)", [c.value]
     parts, params = [], []
     for kind, types in (("text", "('text')"), ("number", "('integer', 'real')"), ("bool", "('true', 'false')")):
         chosen = [int(v) if kind == "bool" else v for v in values if _kind(v) == kind]
         if chosen:
-            typed = f"{type_expr} IN {types} AND " if type_expr else ""
-            parts.append(f"({typed}{expr} IN ({', '.join('?' * len(chosen))}))")
+            parts.append(f"({type_expr} IN {types} AND {expr} IN ({', '.join('?' * len(chosen))}))")
             params.extend(chosen)
     return f"({' OR '.join(parts)})", params
 
 
 def _kind(value) -> str:
     return "bool" if isinstance(value, bool) else "text" if isinstance(value, str) else "number"
+
+
+def facets(fields: dict) -> dict:
+    """What Milvus filters user fields on, keeping `matches` semantics: for each filterable field, its scalar
+    items as typed tokens ("t": equality and any-of, JSON types apart, 1 == 1.0), and the least and greatest of
+    its numbers ("lo", "hi": a range holds for some item exactly when it holds for the greatest (gt, gte) or the
+    least (lt, lte), and each condition is checked on its own)."""
+    out: dict[str, dict] = {"t": {}, "lo": {}, "hi": {}}
+    for name, value in fields.items():
+        if not FIELD_NAME.match(name):
+            continue  # a name no filter can spell
+        items = [v for v in (value if isinstance(value, list) else [value])
+                 if v is not None and not isinstance(v, (dict, list))]
+        if items:
+            out["t"][name] = sorted({_token(v) for v in items})
+        numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers:
+            out["lo"][name], out["hi"][name] = min(numbers), max(numbers)
+    return out
+
+
+def to_milvus(flt: Filter) -> str:
+    """A Milvus boolean expression equal to `matches`: built-ins on typed columns of their own name (`duration`
+    < 0 stands for an unknown duration), user fields on the `facets` JSON column."""
+    return " and ".join(f"({_milvus_condition(c)})" for c in flt.conditions)
+
+
+NEVER = "video_id < 0"  # ids are positive: a condition no value can meet
+
+
+def _milvus_condition(c: Condition) -> str:
+    values = c.value if c.op == "in" else (c.value,)
+    if c.field not in BUILTIN:
+        path = f'facets[{_literal("t")}][{_literal(c.field)}]'
+        if c.op in RANGE_OPS:
+            side = "hi" if c.op in ("gt", "gte") else "lo"
+            return f'facets[{_literal(side)}][{_literal(c.field)}] {RANGE_OPS[c.op]} {_number(c.value)}'
+        tokens = sorted({_token(v) for v in values})
+        return f"json_contains_any({path}, [{', '.join(_literal(t) for t in tokens)}])"
+    column = c.field
+    if c.field == "title":
+        strings = [v for v in values if isinstance(v, str)]
+        if c.op in RANGE_OPS or not strings:
+            return NEVER
+        return f"{column} in [{', '.join(_literal(v) for v in strings)}]"
+    known = f"{column} >= 0 and " if c.field == "duration" else ""
+    if c.op in RANGE_OPS:
+        return f"{known}{column} {RANGE_OPS[c.op]} {_number(c.value)}"
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if c.field == "video_id":
+        numbers = [int(v) for v in numbers if float(v).is_integer()]
+    if not numbers:
+        return NEVER
+    return f"{known}{column} in [{', '.join(_number(v) for v in numbers)}]"
+
+
+def _token(value) -> str:
+    """A scalar as a typed string: "b:true", "s:text", "n:<number>" (integral numbers written as integers)."""
+    if isinstance(value, bool):
+        return "b:true" if value else "b:false"
+    if isinstance(value, str):
+        return "s:" + value
+    return "n:" + _number(value)
+
+
+def _number(value) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return repr(value)
+
+
+def _literal(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def matches(record_fields: dict, builtin: dict, flt: Filter | None) -> bool:

@@ -8,8 +8,6 @@ with generation g is known to be current exactly when the database still says g.
 from __future__ import annotations
 
 import json
-import os
-import re
 import sqlite3
 import threading
 import time
@@ -18,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from index.filters import BUILTIN, Filter, to_sql
-from index.records import MAX_TITLE_CHARS, NewVideo, Segment, TextRecord, VideoRecord, check_fields
+from index.records import (NewVideo, Segment, TextRecord, VideoRecord, check_fields, check_title, keyword_text,
+                           query_words)
 
 SCHEMA_VERSION = 2
 _VIDEOS_TABLE = """CREATE TABLE IF NOT EXISTS videos (
@@ -52,7 +51,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS video_words USING fts5(title, words, tokenize
 """
 
 COLLECTIONS = ("segments", "texts")
-WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class MetadataDB:
@@ -101,7 +99,7 @@ class MetadataDB:
                             c.execute(statement)
                     for vid, path, fields in c.execute("SELECT id, path, fields FROM videos").fetchall():
                         c.execute("INSERT INTO video_words (rowid, title, words) VALUES (?, ?, ?)",
-                                  (vid, "", _words(path, json.loads(fields))))
+                                  (vid, "", keyword_text(path, json.loads(fields))))
                 self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -142,7 +140,7 @@ class MetadataDB:
                 raise ValueError(f"need one vector per segment and at least one segment, got {len(item.spans)} "
                                  f"spans and {len(item.vectors)} vectors")
             fields = check_fields(item.fields)
-            title = _check_title(item.title)
+            title = check_title(item.title)
             rows.append((item, json.dumps(fields, ensure_ascii=False), title, [self._blob(v) for v in item.vectors]))
         out = []
         with self._tx() as c:
@@ -163,7 +161,7 @@ class MetadataDB:
                                     "VALUES (?, ?, ?, ?, ?, ?)", (item.path, title, item.duration, fields,
                                                                   time.time(), item.content_hash)).lastrowid
                 c.execute("INSERT INTO video_words (rowid, title, words) VALUES (?, ?, ?)",
-                          (vid, title, _words(item.path, item.fields or {})))
+                          (vid, title, keyword_text(item.path, item.fields or {})))
                 new = [c.execute("INSERT INTO segments (video_id, start, end, vector) VALUES (?, ?, ?, ?)",
                                  (vid, float(start), float(end), blob)).lastrowid
                        for (start, end), blob in zip(item.spans, blobs)]
@@ -248,7 +246,7 @@ class MetadataDB:
     # --- keywords ---
     def keyword_search(self, text: str, limit: int, flt: Filter | None = None) -> list[tuple[int, float]]:
         """Videos whose title, file name or text fields hold any word of `text`, by BM25 (higher is better)."""
-        words = WORD.findall(text.lower())[:32]
+        words = query_words(text)
         if not words:
             return []
         query = " OR ".join(f'"{w}"' for w in words)
@@ -266,7 +264,7 @@ class MetadataDB:
             raise ValueError(f"got {len(texts)} texts for {len(vectors)} vectors")
         fields = [check_fields(f) for f in (fields or [{}] * len(texts))]
         for text in texts:
-            _check_title(text)
+            check_title(text)
         blobs = [self._blob(v) for v in vectors]
         with self._tx() as c:
             ids = [c.execute("INSERT INTO texts (text, fields, vector) VALUES (?, ?, ?)",
@@ -320,34 +318,6 @@ _VIDEO_COLUMNS = "id, path, title, duration, fields, created, content_hash"
 def _record(row) -> VideoRecord:
     vid, path, title, duration, fields, created, content_hash = row
     return VideoRecord(vid, path, duration, title, json.loads(fields), created, content_hash)
-
-
-def _check_title(title: str) -> str:
-    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
-        raise ValueError(f"a title or text is a string of at most {MAX_TITLE_CHARS} characters")
-    try:
-        title.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(f"a title or text cannot be stored: {err}") from None
-    return title
-
-
-def _words(path: str, fields: dict) -> str:
-    """What keyword search reads besides the title: the file name and every string among the user fields."""
-    found = [os.path.splitext(os.path.basename(path))[0].replace("_", " ").replace("-", " ")]
-
-    def collect(value) -> None:
-        if isinstance(value, str):
-            found.append(value)
-        elif isinstance(value, dict):
-            for item in value.values():
-                collect(item)
-        elif isinstance(value, list):
-            for item in value:
-                collect(item)
-
-    collect(fields)
-    return " ".join(found)
 
 
 class _Transaction:

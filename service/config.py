@@ -47,6 +47,12 @@ class ServiceConfig:
     queue_size: int = 256
     job_queue_size: int = 1000
     checkpoint_interval_s: float = 10.0
+    # where the library lives: "faiss" (embedded, under <data_dir>/index) or "milvus" (a server that several
+    # replicas can share; pip install -e ".[scale]")
+    index_backend: str = "faiss"
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: str | None = None  # "user:password" when the server has authentication on
+    milvus_collection: str = "vmr"  # prefix of the library's collections (<name>_segments, _videos, _texts, _meta)
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
@@ -57,6 +63,8 @@ class ServiceConfig:
         if self.segment_stride > self.segment_window:
             raise ValueError(f"segment_stride ({self.segment_stride}) must not exceed segment_window "
                              f"({self.segment_window})")
+        if self.index_backend not in ("faiss", "milvus"):
+            raise ValueError(f"index_backend must be faiss or milvus, got {self.index_backend!r}")
         if self.api_key is None and not _is_loopback(self.host):
             raise ValueError(f"serving on {self.host} (not loopback) needs an API key: pass --api-key or set "
                              f"{ENV_PREFIX}API_KEY")

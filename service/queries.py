@@ -15,7 +15,7 @@ from index.search import SORT_FIELDS, Page, Query, VideoResult, search
 from media import VideoDecodeError
 from service import pages, window_tokens
 from service.config import ServiceConfig
-from service.errors import NotFound, Unprocessable
+from service.errors import BadRequest, NotFound, Unprocessable
 from service.schemas import ExampleMoment, SearchOptions, SearchRequest
 from service.uploads import probe
 
@@ -66,6 +66,9 @@ def plan(config: ServiceConfig, library: Library, req: SearchOptions, example_ve
                 check_text(config, value, name)
         if req.then is not None and (req.query is None or mode != "vector" or req.group_by != "video"):
             raise Unprocessable("then needs a text query, mode vector and group_by video")
+        if mode != "vector" and not library.keywords:
+            raise BadRequest("this library's index has no keyword search (Milvus before 2.5 has no BM25): use mode "
+                             "vector")
         if req.example is not None and mode != "vector":
             raise Unprocessable("an example searches by vector: use mode vector")
         if req.rerank and (req.query is None or req.then is not None or req.group_by != "video" or sort != "score"):

@@ -42,12 +42,22 @@ def resolve_model_path(config: ServiceConfig) -> str:
     return str(demo)
 
 
+def open_library(config: ServiceConfig, dim: int) -> Library:
+    """The configured backend: FAISS + SQLite under the data dir, or the Milvus server every replica shares."""
+    if config.index_backend == "milvus":
+        from index.milvus_library import MilvusLibrary
+
+        kind = {"auto": "hnsw", "ivfpq": "ivf"}.get(config.index.kind, config.index.kind)
+        return MilvusLibrary(config.milvus_uri, dim, config.milvus_collection, config.milvus_token, kind)
+    return FaissLibrary(config.data_dir / "index", dim, config.index)
+
+
 def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> ServiceState:
     if embedder is None:
         embedder = load_embedder(resolve_model_path(config), num_frames=config.num_frames,
                                  frame_size=config.frame_size, max_text_tokens=config.max_text_tokens)
     config.media_root.mkdir(parents=True, exist_ok=True)
-    library = FaissLibrary(config.data_dir / "index", embedder.dim, config.index)
+    library = open_library(config, embedder.dim)
     log.info("library: %d videos, %d texts, index %s", library.num_videos(), library.num_texts(), library.health())
     metrics = ServiceMetrics()
 

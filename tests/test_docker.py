@@ -21,7 +21,7 @@ def test_compose_file_validates():
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     cpu = config["services"]["retrieval"]
-    assert set(config["volumes"]) == {"index", "media"}
+    assert {"index", "media"} <= set(config["volumes"])
     assert {v.split(":")[1] if isinstance(v, str) else v["target"] for v in cpu["volumes"]} == {"/data", "/media"}
     assert "healthz" in " ".join(cpu["healthcheck"]["test"])
     assert cpu["build"]["dockerfile"] == "docker/Dockerfile.cpu"
@@ -44,3 +44,23 @@ def test_images_pin_torch():
         assert "torch==2.13.0" in (DOCKER / name).read_text()
     assert "faiss-gpu" in (DOCKER / "Dockerfile.gpu").read_text()
     assert "mamba-ssm" in (DOCKER / "Dockerfile.gpu").read_text()
+
+
+def test_milvus_profile_runs_milvus_and_two_replicas_on_it():
+    result = compose_config({"VMR_API_KEY": "k"}, "--profile", "milvus")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"milvus", "milvus-etcd", "milvus-minio", "retrieval-milvus-a", "retrieval-milvus-b"} <= set(services)
+    for name in ("retrieval-milvus-a", "retrieval-milvus-b"):
+        env = services[name]["environment"]
+        assert env["VMR_INDEX_BACKEND"] == "milvus" and env["VMR_MILVUS_URI"] == "http://milvus:19530"
+        assert {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in services[name]["volumes"]} == \
+            {"/media", "/data/thumbnails"}
+    assert services["milvus"]["depends_on"]["milvus-etcd"]["condition"] == "service_healthy"
+
+
+def test_ray_profile_has_a_head_and_a_worker():
+    result = compose_config({"VMR_API_KEY": "k"}, "--profile", "ray")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "--head" in services["ray-head"]["command"] and "--address=ray-head:6379" in services["ray-worker"]["command"]

@@ -1,32 +1,98 @@
 """The contract every library backend keeps (index.backend.Library), run against each backend, plus the searches
-built on it (index.search): moments, pages, filters, keywords, hybrid, "A then B"."""
+built on it (index.search): moments, pages, filters, keywords, hybrid, "A then B".
+
+Backends: FAISS + SQLite, and Milvus (index.milvus_library) on a real milvus-lite server started by this module.
+The Milvus 2.3 standalone binary runs the subset marked `milvus23` (what a 2.3 server can do), inside a network
+namespace: tests/test_milvus_standalone.py runs this module there with VMR_CONTRACT_BACKEND=milvus23."""
+import itertools
+import os
+
 import numpy as np
 import pytest
 
 from index import FaissLibrary, IndexConfig, NewVideo, parse_filter
+from index.backend import Unsupported
 from index.filters import matches
 from index.records import normalize
 from index.search import FUSION_DEPTH, Query, fuse, search
+from milvus_servers import ROOT_TOKEN, MilvusLite, MilvusStandalone
 
 DIM = 32
+subset = pytest.mark.milvus23  # what the Milvus 2.3 binary runs too
+_names = itertools.count()
 
 
 class FaissBackend:
     name = "faiss"
+    keywords = True
+    bm25_over_filtered_rows = False  # a filter does not change the BM25 statistics
 
-    def __init__(self, root):
+    def __init__(self, root, server=None):
         self.root = root
 
     def open(self):
         return FaissLibrary(self.root, DIM, IndexConfig(kind="flat"))
 
+    def restart(self):
+        """The library lives in this process: closing and reopening it is the restart."""
 
-BACKENDS = [FaissBackend]
+
+class MilvusBackend:
+    """A fresh set of collections per test on the module's server, with an exact (FLAT) index."""
+
+    name, kind, keywords, token = "milvus-lite", "flat", True, None
+    bm25_over_filtered_rows = True  # measured: milvus-lite computes BM25 statistics over the rows a filter keeps
+
+    def __init__(self, root, server):
+        self.server = server
+        self.collection = f"t{os.getpid()}_{next(_names)}"
+
+    def open(self):
+        from index.milvus_library import MilvusLibrary
+
+        return MilvusLibrary(self.server.uri, DIM, self.collection, token=self.token, index_kind=self.kind)
+
+    def restart(self):
+        self.server.restart()
+
+
+class Milvus23Flat(MilvusBackend):
+    name, keywords, token = "milvus-2.3-flat", False, ROOT_TOKEN
+
+
+class Milvus23Hnsw(Milvus23Flat):
+    name, kind = "milvus-2.3-hnsw", "hnsw"
+
+
+class Milvus23Ivf(Milvus23Flat):
+    name, kind = "milvus-2.3-ivf", "ivf"
+
+
+STANDALONE = os.environ.get("VMR_CONTRACT_BACKEND") == "milvus23"
+BACKENDS = [Milvus23Flat, Milvus23Hnsw, Milvus23Ivf] if STANDALONE else [FaissBackend, MilvusBackend]
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory):
+    """One server for the module (each test has collections of its own), stopped by its process id."""
+    root = tmp_path_factory.mktemp("milvus")
+    server = (MilvusStandalone if STANDALONE else MilvusLite)(root / "data").start()
+    try:
+        if STANDALONE:  # authentication is on: the root token works, a wrong one is refused
+            from pymilvus import MilvusClient, MilvusException
+
+            MilvusClient(uri=server.uri, token=ROOT_TOKEN, dedicated=True).list_collections()
+            with pytest.raises(MilvusException):
+                MilvusClient(uri=server.uri, token="root:wrong", dedicated=True).list_collections()
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
 def backend(request, tmp_path):
-    return request.param(tmp_path / "library")
+    server = request.getfixturevalue("milvus_server") if request.param is not FaissBackend else None
+    return request.param(tmp_path / "library", server)
 
 
 @pytest.fixture
@@ -54,7 +120,8 @@ def fill(library, n_videos=40, segments=5, seed=0):
         vectors.append(x)
         fields = {"group": v % 4, "kind": ["cat", "dog", "bird"][v % 3], "tags": [f"t{v % 5}", "all"],
                   "rating": float(v % 10) / 2, "public": v % 2 == 0, "caption": f"clip number {v} of the zebra set"
-                  if v % 7 == 0 else f"clip number {v}"}
+                  if v % 7 == 0 else f"clip number {v}", "nums": [v % 3, v % 5 + 10, "x"],
+                  "quote": 'say "hi" \\ ok' if v % 2 else None}
         items.append(NewVideo(f"/media/video_{v}.mp4", segments * 4.0 + 4, windows(segments), x, fields,
                               title=f"video {v}", content_hash=f"hash{v}"))
     ids = library.add_videos(items)
@@ -68,6 +135,7 @@ def exact_video_ranking(vectors, ids, q, keep=None):
 
 # ------------------------------------------------------------------------------------------------ storage
 
+@subset
 def test_add_get_count_and_ids_never_reused(library):
     ids, _ = fill(library, 6)
     assert library.num_videos() == 6 and library.num_segments() == 30 and len(set(ids)) == 6
@@ -82,6 +150,7 @@ def test_add_get_count_and_ids_never_reused(library):
     assert library.num_videos() == 6 and library.num_segments() == 26
 
 
+@subset
 def test_upsert_replaces_segments_and_refuses_unknown_ids(library):
     ids, _ = fill(library, 3)
     v = unit(np.random.default_rng(5), 2)
@@ -97,6 +166,7 @@ def test_upsert_replaces_segments_and_refuses_unknown_ids(library):
     assert library.num_videos() == 3
 
 
+@subset
 @pytest.mark.parametrize("fields", [{"bad": "\ud800"}, {"deep": [[[[[[[[[[1]]]]]]]]]]}, {"big": 10 ** 30},
                                     {"nan": float("nan")}, {"": 1}])
 def test_fields_that_cannot_be_served_back_are_refused_and_nothing_is_stored(library, fields):
@@ -106,12 +176,14 @@ def test_fields_that_cannot_be_served_back_are_refused_and_nothing_is_stored(lib
     assert library.num_videos() == 2 and library.num_segments() == 10
 
 
+@subset
 def test_persists_across_restart(backend):
     lib = backend.open()
     ids, vectors = fill(lib, 10)
     lib.delete_video(ids[0])
     lib.set_meta("fingerprint", "abc")
     lib.close()
+    backend.restart()
     again = backend.open()
     try:
         assert again.num_videos() == 9 and again.get_meta("fingerprint") == "abc"
@@ -120,6 +192,7 @@ def test_persists_across_restart(backend):
         again.close()
 
 
+@subset
 def test_texts_gallery(library):
     v = unit(np.random.default_rng(2), 3)
     tids = library.add_texts(["a dog", "a cat", "a bird"], v, [{"n": 1}, {}, {}])
@@ -128,6 +201,7 @@ def test_texts_gallery(library):
     assert hit.text.id == tids[1] and hit.text.text == "a cat"
 
 
+@subset
 def test_list_videos_pages_filters_and_sorts(library):
     ids, _ = fill(library, 12)
     page, total = library.list_videos(None, 0, 5)
@@ -140,6 +214,7 @@ def test_list_videos_pages_filters_and_sorts(library):
 
 # ------------------------------------------------------------------------------------------------ search
 
+@subset
 def test_search_is_exact_grouped_by_video_with_the_best_segment(library):
     ids, vectors = fill(library, 40)
     rng = np.random.default_rng(9)
@@ -153,10 +228,14 @@ def test_search_is_exact_grouped_by_video_with_the_best_segment(library):
             assert (h.start, h.end) == windows(5)[best]
 
 
+@subset
 @pytest.mark.parametrize("spec", [{"kind": "dog"}, {"group": [1, 3]}, {"tags": "t2"}, {"rating": {"gte": 1, "lt": 3}},
                                   {"public": True}, {"duration": {"gt": 20}}, {"title": ["video 3", "video 5"]},
                                   {"kind": "dog", "rating": {"lte": 2.5}}, {"video_id": {"in": [1, 2, 40]}},
-                                  {"missing": 1}, {"group": "1"}])
+                                  {"missing": 1}, {"group": "1"}, {"public": 1}, {"rating": 1}, {"tags": ["t1", "t3"]},
+                                  {"tags": {"gte": 1}}, {"nums": {"gt": 12}}, {"nums": {"lt": 1}}, {"nums": 2.0},
+                                  {"quote": 'say "hi" \\ ok'}, {"title": 5}, {"duration": {"in": [24]}},
+                                  {"video_id": {"in": ["1", 2.5]}}, {"title": {"gt": 5}}])
 def test_filters_run_inside_the_search(library, spec):
     ids, vectors = fill(library, 40)
     flt = parse_filter(spec)
@@ -171,6 +250,7 @@ def test_filters_run_inside_the_search(library, spec):
     assert {r.id for r in listed} == keep and total == len(keep)
 
 
+@subset
 def test_a_filter_keeping_one_percent_still_fills_k(backend):
     lib = backend.open()
     try:
@@ -183,6 +263,7 @@ def test_a_filter_keeping_one_percent_still_fills_k(backend):
         lib.close()
 
 
+@subset
 def test_exclude_and_min_score(library):
     ids, vectors = fill(library, 20)
     q = vectors[4][0]
@@ -193,14 +274,22 @@ def test_exclude_and_min_score(library):
     assert library.search_videos(q[None], 5, min_score=1.01)[0] == []
 
 
-def test_keyword_search(library):
+@subset
+def test_keyword_search(backend, library):
     ids, _ = fill(library, 30)
+    if not backend.keywords:
+        with pytest.raises(Unsupported, match="no BM25"):
+            library.keyword_search("zebra", 10)
+        return
     found = library.keyword_search("zebra", 10)
     assert {vid for vid, _ in found} == {ids[i] for i in (0, 7, 14, 21, 28)}
     assert all(score > 0 for _, score in found)
     assert {vid for vid, _ in library.keyword_search("video_12", 5)} >= {ids[12]}  # the file name
-    assert library.keyword_search("zebra", 10, parse_filter({"kind": "cat"})) == \
-        [(vid, s) for vid, s in found if library.get_video(vid).fields["kind"] == "cat"]
+    cats = library.keyword_search("zebra", 10, parse_filter({"kind": "cat"}))
+    expected = [(vid, s) for vid, s in found if library.get_video(vid).fields["kind"] == "cat"]
+    assert {vid for vid, _ in cats} == {vid for vid, _ in expected}
+    if not backend.bm25_over_filtered_rows:
+        assert cats == expected
     assert library.keyword_search("!!!", 10) == [] and library.keyword_search("nothing-like-it", 10) == []
 
 
@@ -210,10 +299,11 @@ def query(vector, **kw):
     return Query(vector=np.asarray(vector, np.float32), **kw)
 
 
-def test_pages_never_overlap_and_concatenate_to_one_larger_request(library):
+@subset
+def test_pages_never_overlap_and_concatenate_to_one_larger_request(backend, library):
     fill(library, 40)
     q = unit(np.random.default_rng(4), 1)[0]
-    for mode in ("vector", "hybrid", "keyword"):
+    for mode in ("vector", "hybrid", "keyword") if backend.keywords else ("vector",):
         whole = search(library, [query(q, text="zebra clip", mode=mode, k=24)])[0]
         pages, offset = [], 0
         while True:
@@ -226,6 +316,7 @@ def test_pages_never_overlap_and_concatenate_to_one_larger_request(library):
         assert len(pages) == len(set(pages))
 
 
+@subset
 def test_results_carry_moments_best_first(library):
     rng = np.random.default_rng(0)
     base = unit(rng, 1)[0]
@@ -241,6 +332,7 @@ def test_results_carry_moments_best_first(library):
     assert len(top.moments) <= 2
 
 
+@subset
 def test_group_by_moment_is_a_flat_list_best_first(library):
     fill(library, 20)
     q = unit(np.random.default_rng(6), 1)[0]
@@ -251,9 +343,14 @@ def test_group_by_moment_is_a_flat_list_best_first(library):
     assert flat.results[0].video.id == grouped.results[0].video.id
 
 
-def test_hybrid_is_reciprocal_rank_fusion(library):
+@subset
+def test_hybrid_is_reciprocal_rank_fusion(backend, library):
     ids, _ = fill(library, 30)
     q = unit(np.random.default_rng(8), 1)[0]
+    if not backend.keywords:
+        with pytest.raises(Unsupported, match="use mode vector"):
+            search(library, [query(q, text="zebra", mode="hybrid", k=10)])
+        return
     vector = [(h.video.id, h.score) for h in library.search_videos(q[None], FUSION_DEPTH)[0]]
     keyword = library.keyword_search("zebra", FUSION_DEPTH)
     expected = [vid for vid, _ in fuse([vector, keyword])][:10]
@@ -262,6 +359,7 @@ def test_hybrid_is_reciprocal_rank_fusion(library):
     assert set(expected[:3]) & {ids[i] for i in (0, 7, 14, 21, 28)}  # keyword hits rise to the top
 
 
+@subset
 def test_then_needs_the_second_event_after_the_first(library):
     rng = np.random.default_rng(1)
     a, b = unit(rng, 2)
@@ -278,6 +376,7 @@ def test_then_needs_the_second_event_after_the_first(library):
     assert [r.video.id for r in search(library, [query(b, then=a, max_gap=30, k=5)])[0].results] == [bwd]
 
 
+@subset
 def test_sort_by_a_field_orders_the_relevant_candidates(library):
     fill(library, 30)
     q = unit(np.random.default_rng(2), 1)[0]
@@ -286,6 +385,7 @@ def test_sort_by_a_field_orders_the_relevant_candidates(library):
     assert titles == sorted(titles) and len(titles) == 30
 
 
+@subset
 def test_batched_queries_equal_one_by_one(library):
     fill(library, 30)
     qs = unit(np.random.default_rng(7), 4)
@@ -297,6 +397,7 @@ def test_batched_queries_equal_one_by_one(library):
             [(r.video.id, round(r.score, 5)) for r in single.results]
 
 
+@subset
 def test_rescored_top_is_reordered_and_pages_stay_consistent(library):
     ids, _ = fill(library, 30)
     q = unit(np.random.default_rng(11), 1)[0]
@@ -312,3 +413,21 @@ def test_rescored_top_is_reordered_and_pages_stay_consistent(library):
     paged = [r.video.id for offset in range(0, 20, 5)
              for r in search(library, [query(q, k=5, offset=offset, rescore=reverse_top, rescore_depth=8)])[0].results]
     assert paged == [r.video.id for r in whole]
+
+
+@subset
+@pytest.mark.parametrize("spec", [None, {"kind": "dog"}, {"nums": {"gte": 11}}])
+def test_the_same_top_k_as_the_faiss_backend_on_the_same_library(backend, library, tmp_path, spec):
+    ids, vectors = fill(library, 40)
+    reference = FaissLibrary(tmp_path / "reference", DIM, IndexConfig(kind="flat"))
+    try:
+        ref_ids, _ = fill(reference, 40)
+        flt = parse_filter(spec)
+        queries = unit(np.random.default_rng(11), 6)
+        got, want = library.search_videos(queries, 10, flt), reference.search_videos(queries, 10, flt)
+        for g, w in zip(got, want):
+            assert [ids.index(h.video.id) for h in g] == [ref_ids.index(h.video.id) for h in w]
+            assert [h.score for h in g] == pytest.approx([h.score for h in w], abs=1e-5)
+            assert [(h.start, h.end) for h in g] == [(h.start, h.end) for h in w]
+    finally:
+        reference.close()

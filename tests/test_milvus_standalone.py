@@ -1,0 +1,35 @@
+"""The contract subset (tests marked `milvus23` in test_library_contract.py) against the real Milvus 2.3 standalone
+binary from the PyPI package `milvus` 2.3.5, with FLAT, HNSW and IVF indexes, authentication on (every call with a
+token; a wrong token refused), kill and restart. The binary listens on every interface, so the run happens in a
+network namespace that has only loopback (`unshare --net`, needs root), where the inner run starts the server."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INNER = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "milvus23", "tests/test_library_contract.py"]
+
+
+def inner(*extra: str, timeout: float) -> subprocess.CompletedProcess:
+    assert shutil.which("unshare") and os.geteuid() == 0, \
+        "the Milvus 2.3 binary must run in a loopback-only network namespace: needs root and unshare (util-linux)"
+    command = " ".join([sys.executable, *INNER, *extra])
+    env = {**os.environ, "VMR_CONTRACT_BACKEND": "milvus23", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(["unshare", "--net", "--", "bash", "-c", f"ip link set lo up && exec {command}"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow  # about N minutes: the server starts once, restarts once per index kind
+def test_contract_subset_passes_against_milvus_2_3_standalone():
+    collected = inner("--collect-only", timeout=300)
+    expected = int(re.search(r"(\d+)(?:/\d+)? tests? collected", collected.stdout).group(1))
+    assert expected >= 60, collected.stdout[-2000:]  # about 25 tests x 3 index kinds
+    run = inner("-rfEs", timeout=2400)
+    summary = run.stdout.strip().splitlines()[-1]
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert re.search(rf"\b{expected} passed\b", summary) and "skipped" not in summary, summary
