@@ -14,6 +14,8 @@ apt_install() {
 }
 # docker-compose v1 validates docker/compose.yaml without a Docker engine (CI has none).
 command -v docker-compose >/dev/null || apt_install docker-compose
+# Headless Chromium and its driver for the search page's browser tests (tests/test_page.py).
+{ command -v chromium && command -v chromedriver; } >/dev/null || apt_install chromium chromium-driver
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
