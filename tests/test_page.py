@@ -363,6 +363,7 @@ def test_usable_at_360_and_1440_pixels(demo, browser, shots):
         else:  # the player beside the results
             assert layout["viewer"]["left"] >= layout["results"]["right"]
     viewport(browser, 1280, 800)
+    browser.get("about:blank")  # a new page: from the same page, only the #fragment would change
     browser.get(demo.url + "#library")
     wait(browser, lambda d: len(visible(d, "[data-library-video-id]")) == 24, "the library's first page")
     wait(browser, lambda d: thumbnails_loaded(d, "#library"), "the library's thumbnails")

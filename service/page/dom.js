@@ -24,6 +24,14 @@ export function clock(seconds, digits = 1) {
   return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${secs}` : `${minutes}:${secs}`;
 }
 
+// A video's short fields as "name: value" (the caption has a line of its own where it is shown at all).
+export function fieldChips(fields) {
+  return Object.entries(fields)
+    .filter(([name, value]) => name !== 'caption' && ['string', 'number', 'boolean'].includes(typeof value)
+      && String(value).length <= 40)
+    .map(([name, value]) => `${name}: ${value}`);
+}
+
 const message = document.getElementById('message');
 message.querySelector('button').addEventListener('click', () => { message.hidden = true; });
 
@@ -35,4 +43,24 @@ export function notify(text) {
 
 export function clearMessage() {
   message.hidden = true;
+}
+
+// Files chosen in a file input, or dropped on `area` (marking `marked` while they are dragged over it), go to
+// handle(files).
+export function takeFiles(input, area, marked, handle) {
+  input.addEventListener('change', () => {
+    const files = [...input.files];
+    input.value = ''; // so that choosing the same file again is a change too
+    if (files.length) handle(files);
+  });
+  area.addEventListener('dragover', e => {
+    e.preventDefault();
+    marked.classList.add('dropping');
+  });
+  area.addEventListener('dragleave', () => marked.classList.remove('dropping'));
+  area.addEventListener('drop', e => {
+    e.preventDefault();
+    marked.classList.remove('dropping');
+    if (e.dataTransfer.files.length) handle([...e.dataTransfer.files]);
+  });
 }

@@ -1,7 +1,7 @@
 // The library: its videos a page at a time, uploads (several files, drag and drop) and paths added as jobs with a
 // progress bar each (GET /jobs/{id}), deletion. Tells the rest of the page with a 'vmr:library-changed' event.
 import {call, send, words} from './api.js';
-import {clock, el, notify} from './dom.js';
+import {clock, el, fieldChips, notify, takeFiles} from './dom.js';
 import {play} from './player.js';
 
 const K = 24;
@@ -45,9 +45,6 @@ async function remove(video, button) {
 }
 
 function entry(video) {
-  const chips = Object.entries(video.fields)
-    .filter(([, value]) => ['string', 'number', 'boolean'].includes(typeof value) && String(value).length <= 40)
-    .map(([name, value]) => `${name}: ${value}`);
   const status = video.status === 'ready' ? null : el('span', {class: 'warn'}, 'file missing');
   const button = el('button', {type: 'button', class: 'delete'}, 'Delete');
   button.addEventListener('click', () => remove(video, button));
@@ -57,7 +54,7 @@ function entry(video) {
     el('div', {class: 'info'},
       el('h3', {title: video.title}, video.title),
       el('p', {class: 'meta'}, [clock(video.duration), `added ${added.format(new Date(video.created * 1000))}`,
-        ...chips].join(' · '), status ? ' · ' : '', status),
+        ...fieldChips(video.fields)].join(' · '), status ? ' · ' : '', status),
       button));
 }
 
@@ -139,28 +136,14 @@ async function add(name, body) {
 
 function addFiles(files) {
   // one after the other: the server indexes one video at a time anyway
-  return [...files].reduce((previous, file) => previous.then(() => {
+  return files.reduce((previous, file) => previous.then(() => {
     const body = new FormData();
     body.append('file', file);
     return add(file.name, body);
   }), Promise.resolve());
 }
 
-upload.addEventListener('change', () => {
-  addFiles(upload.files);
-  upload.value = '';
-});
-
-dropzone.addEventListener('dragover', e => {
-  e.preventDefault();
-  dropzone.classList.add('dropping');
-});
-dropzone.addEventListener('dragleave', () => dropzone.classList.remove('dropping'));
-dropzone.addEventListener('drop', e => {
-  e.preventDefault();
-  dropzone.classList.remove('dropping');
-  addFiles(e.dataTransfer.files);
-});
+takeFiles(upload, dropzone, dropzone, addFiles);
 
 pathForm.addEventListener('submit', e => {
   e.preventDefault();

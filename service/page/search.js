@@ -1,11 +1,10 @@
 // Search: a text, "A then B", an image or clip dropped on the form, or "similar" on a moment; results grouped by
 // video with their moments, a page at a time; filters built from the library's fields (GET /fields).
 import {call, words} from './api.js';
-import {clearMessage, clock, el, notify} from './dom.js';
+import {clearMessage, clock, el, fieldChips, notify, takeFiles} from './dom.js';
 import {play, track} from './player.js';
 
 const K = 10;
-const SHORT = 40; // field values up to this long are shown on a result; longer ones only in its caption line
 const view = document.getElementById('view-search');
 const form = document.getElementById('search');
 const filterBox = document.getElementById('filters');
@@ -61,19 +60,17 @@ function card(result, numbered) {
   const moments = result.moments;
   const bar = el('div', {class: 'track', 'aria-hidden': 'true'});
   track(bar, result.duration, moments, -1, numbered);
-  const buttons = moments.map((m, i) => el('button', {type: 'button', class: 'moment', 'data-start': m.start,
-    'data-end': m.end, title: 'Play from here', onclick: () => playMoment(i)}, numbered ? `${i + 1}. ` : '',
-  `${clock(m.start)}–${clock(m.end)} `, el('span', {class: 'score'}, m.score.toFixed(3))));
+  const buttons = moments.map((m, i) => el('button', {
+    type: 'button', class: 'moment', 'data-start': m.start, 'data-end': m.end, title: 'Play from here',
+    onclick: () => playMoment(i),
+  }, numbered ? `${i + 1}. ` : '', `${clock(m.start)}–${clock(m.end)} `,
+  el('span', {class: 'score'}, m.score.toFixed(3))));
   const playMoment = index => {
     results.querySelectorAll('.moment.active').forEach(b => b.classList.remove('active'));
     buttons[index]?.classList.add('active');
     track(bar, result.duration, moments, index, numbered);
     play(video, moments, index, numbered);
   };
-  const chips = Object.entries(result.fields)
-    .filter(([name, value]) => name !== 'caption' && ['string', 'number', 'boolean'].includes(typeof value)
-      && String(value).length <= SHORT)
-    .map(([name, value]) => `${name}: ${value}`);
   const items = moments.map((m, i) => el('li', {}, buttons[i], el('button', {type: 'button', class: 'similar',
     title: 'Find moments like this one', onclick: () => similar(video, m)}, 'similar')));
   return el('article', {class: 'result', 'data-video-id': result.video_id},
@@ -81,7 +78,8 @@ function card(result, numbered) {
       el('img', {src: result.thumbnail_url, alt: `${video.title} at ${clock(moments[0]?.start ?? 0)}`})),
     el('div', {class: 'info'},
       el('h3', {}, video.title),
-      el('p', {class: 'meta'}, [clock(result.duration), `score ${result.score.toFixed(3)}`, ...chips].join(' · ')),
+      el('p', {class: 'meta'}, [clock(result.duration), `score ${result.score.toFixed(3)}`,
+        ...fieldChips(result.fields)].join(' · ')),
       typeof result.fields.caption === 'string' ? el('p', {class: 'caption'}, result.fields.caption) : null,
       bar,
       el('ol', {class: 'moments'}, items)));
@@ -164,18 +162,4 @@ form.addEventListener('submit', e => {
 // "A then B" is a vector search: the mode does not apply to it
 form.then.addEventListener('input', () => { form.mode.disabled = form.then.value.trim() !== ''; });
 
-document.getElementById('example').addEventListener('change', e => {
-  if (e.target.files.length) searchByFile(e.target.files[0]);
-  e.target.value = '';
-});
-
-view.addEventListener('dragover', e => {
-  e.preventDefault();
-  form.classList.add('dropping');
-});
-view.addEventListener('dragleave', () => form.classList.remove('dropping'));
-view.addEventListener('drop', e => {
-  e.preventDefault();
-  form.classList.remove('dropping');
-  if (e.dataTransfer.files.length) searchByFile(e.dataTransfer.files[0]);
-});
+takeFiles(document.getElementById('example'), view, form, files => searchByFile(files[0]));
