@@ -96,8 +96,9 @@ def enter_key(driver, service: Service) -> None:
     wait(driver, lambda d: not visible(d, "input[name=api_key]"), "the key to be accepted")
 
 
-def search(driver, query: str, then: str = "", mode: str = "vector") -> list:
-    """Submit the search form; the result elements once the summary says the search finished."""
+def search(driver, query: str, then: str = "", mode: str = "vector", fails: bool = False):
+    """Submit the search form; once the summary says the search finished, the result elements (asserted to be
+    there), or with `fails` the error message shown instead."""
     from selenium.webdriver.support.ui import Select
 
     form = one(driver, "form#search")
@@ -108,8 +109,20 @@ def search(driver, query: str, then: str = "", mode: str = "vector") -> list:
     if not then:
         Select(form.find_element("css selector", "select[name=mode]")).select_by_value(mode)
     form.find_element("css selector", "input[name=q]").submit()
-    wait(driver, lambda d: not one(d, "#summary").text.startswith("Searching"), f"the results of {query!r}")
-    return visible(driver, "[data-video-id]")
+    wait(driver, lambda d: finished(d, ""), f"the results of {query!r}")
+    message = [e.text for e in visible(driver, "#message")]
+    if fails:
+        assert message and not visible(driver, "[data-video-id]"), one(driver, "#summary").text
+        return message[0]
+    results = visible(driver, "[data-video-id]")
+    assert results and not message, (query, one(driver, "#summary").text, message)
+    return results
+
+
+def finished(driver, words: str) -> bool:
+    """Whether the search whose summary mentions `words` has its answer on screen."""
+    summary = one(driver, "#summary").text
+    return words in summary and not summary.startswith("Searching")
 
 
 def result_ids(driver) -> list[int]:
@@ -322,10 +335,16 @@ def test_search_play_more_filters_and_modes(demo, browser, shots):
 
     for result in search(browser, "circle", mode="keyword"):
         assert "circle" in result.find_element("css selector", ".caption").text
-    assert search(browser, "circle", mode="hybrid")
+    search(browser, "circle", mode="hybrid")
 
+    gap = one(browser, "input[name=max_gap]")
+    gap.clear()
+    gap.send_keys("100000")  # beyond the API's limit: its 422 is shown in words
+    message = search(browser, "a red circle goes to the right", then="it drops to the bottom", fails=True)
+    assert "The search failed: invalid request: body.max_gap" in message and "(HTTP 422, invalid_request)" in message
+    gap.clear()
+    gap.send_keys("10")
     results = search(browser, "a red circle goes to the right", then="it drops to the bottom")
-    assert results
     pair = results[0].find_elements("css selector", "[data-start][data-end]")
     assert [p.text[:2] for p in pair] == ["1.", "2."]
     assert float(pair[0].get_attribute("data-end")) <= float(pair[1].get_attribute("data-start"))
@@ -335,14 +354,13 @@ def test_search_play_more_filters_and_modes(demo, browser, shots):
 
     source = int(results[0].get_attribute("data-video-id"))
     results[0].find_element("css selector", "button.similar").click()
-    wait(browser, lambda d: "moments like" in one(d, "#summary").text, "similar moments")
+    wait(browser, lambda d: finished(d, "moments like"), "similar moments")
     assert result_ids(browser) and source not in result_ids(browser)
 
     drop_file(browser, "#view-search", f"/videos/{source}/thumbnail", "frame.jpg", "image/jpeg")
-    wait(browser, lambda d: "frame.jpg" in one(d, "#summary").text and "Searching" not in one(d, "#summary").text,
-         "the search by a dropped image")
+    wait(browser, lambda d: finished(d, "frame.jpg"), "the search by a dropped image")
     assert result_ids(browser)
-    expected_console(browser)
+    expected_console(browser, r"/search - Failed to load resource: .* 422")
 
 
 def test_usable_at_360_and_1440_pixels(demo, browser, shots):
