@@ -69,10 +69,11 @@ def wait(driver, condition, what: str, timeout: float = WAIT):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message=f"waited {timeout} s for {what}")
 
 
-def visible(driver, css: str):
-    from selenium.webdriver.common.by import By
-
-    return [e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
+def visible(driver, css: str) -> list:
+    """The elements shown on the page that match `css`, found in one step (a list being re-rendered meanwhile
+    cannot leave stale ones)."""
+    return driver.execute_script("return [...document.querySelectorAll(arguments[0])]"
+                                 ".filter(e => e.checkVisibility({visibilityProperty: true}))", css)
 
 
 def one(driver, css: str):
