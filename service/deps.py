@@ -12,6 +12,7 @@ from service.state import ServiceState
 # The search page keeps the key in this cookie too, because <img> and <video> cannot send headers; it counts for
 # reads only, so a cross-site request can never write with it.
 KEY_COOKIE = "vmr_api_key"
+COOKIE_DOC = "the API key (URL-encoded), for reads only: what the search page's images and player send"
 KeyStatus = Literal["not_required", "missing", "accepted", "wrong"]
 
 
@@ -51,7 +52,7 @@ def require_write_key(state: ServiceState = Depends(get_state), x_api_key: str |
 
 def require_read_key(state: ServiceState = Depends(get_state), x_api_key: str | None = Header(None),
                      authorization: str | None = Header(None),
-                     cookie_key: str | None = Cookie(None, alias=KEY_COOKIE, include_in_schema=False)) -> None:
+                     cookie_key: str | None = Cookie(None, alias=KEY_COOKIE, description=COOKIE_DOC)) -> None:
     if state.config.protect_reads:
         _check_key(state, presented_key(x_api_key, authorization) or (unquote(cookie_key) if cookie_key else None))
 

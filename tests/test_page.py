@@ -216,6 +216,8 @@ def test_healthz_says_what_the_key_guards_and_reads_take_the_cookie(keyed, demo)
         assert spec["paths"]["/fields"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == \
             {"$ref": "#/components/schemas/FieldsOut"}
         assert "auth" in spec["components"]["schemas"]["HealthOut"]["required"]
+        assert {"name": KEY_COOKIE, "in": "cookie"}.items() <= next(
+            p for p in spec["paths"]["/videos"]["get"]["parameters"] if p["in"] == "cookie").items()
 
 
 # --- in the browser: the API key, uploads, jobs, deletion (tiny model, reads protected) ---
