@@ -16,6 +16,8 @@ apt_install() {
 command -v docker-compose >/dev/null || apt_install docker-compose
 # The Milvus 2.3 tests run the server in a loopback-only network namespace (unshare, ip).
 command -v ip >/dev/null || apt_install iproute2
+# Headless Chromium and its driver for the search page's browser tests (tests/test_page.py).
+{ command -v chromium && command -v chromedriver; } >/dev/null || apt_install chromium chromium-driver
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

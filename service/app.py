@@ -15,7 +15,7 @@ from index.backend import Unsupported
 from media import VideoDecodeError
 from service.config import ServiceConfig
 from service.default_library import start_default_library
-from service import openapi
+from service import openapi, static
 from service.errors import ServiceError
 from service.routers import embed, health, search, texts, videos
 from service.state import build_state
@@ -99,5 +99,6 @@ def create_app(config: ServiceConfig, embedder: Embedder | None = None) -> FastA
         return error(422, f"invalid request: {problems}")
 
     openapi.install(app, config)
+    static.install(app)
 
     return app

@@ -111,6 +111,27 @@ class VideoListOut(BaseModel):
     next_page_token: str | None
 
 
+class FieldValue(BaseModel):
+    value: Scalar
+    videos: int = Field(description="sampled videos holding this value")
+
+
+class FieldOut(BaseModel):
+    name: str
+    type: Literal["text", "number", "boolean", "object", "mixed", "null"] = Field(
+        description="the JSON type of its values (of a list's items); object fields cannot be filtered on")
+    videos: int = Field(description="sampled videos that carry the field")
+    distinct: int = Field(description="distinct values among them; all are listed when it is at most len(values)")
+    values: list[FieldValue] = Field(description="the most frequent values, at most 10")
+
+
+class FieldsOut(BaseModel):
+    fields: list[FieldOut] = Field(description="user fields by name (the built-ins duration, created, title and "
+                                               "video_id are not listed)")
+    sampled: int = Field(description="videos read, the newest first (at most 1000)")
+    total: int = Field(description="videos in the library")
+
+
 class TextResult(BaseModel):
     id: int
     text: str
@@ -168,6 +189,15 @@ class EmbedOut(BaseModel):
                                                                  "were averaged")
 
 
+class AuthOut(BaseModel):
+    """What the API key guards, and how the key this request sent (X-API-Key or Authorization) stands."""
+
+    writes: bool = Field(description="adding, replacing and deleting need the key")
+    reads: bool = Field(description="searching and reading need it too (--protect-reads)")
+    key: Literal["not_required", "missing", "accepted", "wrong"] = Field(description="the key sent with this "
+                                                                                       "request")
+
+
 class HealthOut(BaseModel):
     status: str
     videos: int
@@ -176,6 +206,7 @@ class HealthOut(BaseModel):
     index: dict[str, str]
     jobs: dict[str, int]
     default_library: str | None = None
+    auth: AuthOut
 
 
 class ErrorOut(BaseModel):

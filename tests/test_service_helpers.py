@@ -49,8 +49,8 @@ def free_port() -> int:
 class Service:
     """`python -m service` as a subprocess on a free loopback port."""
 
-    def __init__(self, data_dir: Path, model_dir: Path, *extra: str):
-        self.data_dir, self.model_dir, self.extra = data_dir, model_dir, extra
+    def __init__(self, data_dir: Path, model_dir: Path, *extra: str, api_key: str | None = API_KEY):
+        self.data_dir, self.model_dir, self.extra, self.api_key = data_dir, model_dir, extra, api_key
         self.proc: subprocess.Popen | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -58,8 +58,8 @@ class Service:
 
     def start(self, timeout: float = 90.0) -> "Service":
         args = [sys.executable, "-m", "service", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                "--model-path", str(self.model_dir), "--api-key", API_KEY, "--segment-window", "2",
-                "--segment-stride", "1", "--checkpoint-interval-s", "0.5", *self.extra]
+                "--model-path", str(self.model_dir), *(["--api-key", self.api_key] if self.api_key else []),
+                "--segment-window", "2", "--segment-stride", "1", "--checkpoint-interval-s", "0.5", *self.extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "VIDEOMAMBA_SCAN_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,5 +1,6 @@
 """POST /videos (ingest as a background job), GET /videos (the library, paged), GET/DELETE /videos/{id}, the
-video file (GET /videos/{id}/media, seekable) and its thumbnails, GET /jobs/{id}."""
+video file (GET /videos/{id}/media, seekable) and its thumbnails, GET /jobs/{id}, GET /fields (the user fields
+to filter on)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from fastapi.responses import FileResponse
 from index import VideoRecord
 from service import ingest, thumbnails
 from service.deps import get_state, require_read_key, require_write_key
+from service.fields import describe_fields
 from service.library_pages import list_page
-from service.schemas import DeleteOut, JobOut, VideoListOut, VideoOut
+from service.schemas import DeleteOut, FieldOut, FieldsOut, FieldValue, JobOut, VideoListOut, VideoOut
 from service.state import ServiceState
 from service.uploads import save_upload
 
@@ -71,6 +73,15 @@ def list_videos(k: int = Query(20, ge=1, description="videos per page"),
                 state: ServiceState = Depends(get_state)) -> VideoListOut:
     records, total, token = list_page(state, k, page_token, filters, sort)
     return VideoListOut(videos=[video_out(r) for r in records], total=total, next_page_token=token)
+
+
+@router.get("/fields", response_model=FieldsOut, dependencies=[Depends(require_read_key)],
+            summary="The library's user fields with their types and most frequent values, to build filters")
+def list_fields(state: ServiceState = Depends(get_state)) -> FieldsOut:
+    summaries, sampled = describe_fields(state.library)
+    return FieldsOut(fields=[FieldOut(name=f.name, type=f.type, videos=f.videos, distinct=f.distinct,
+                                      values=[FieldValue(value=v, videos=n) for v, n in f.values])
+                             for f in summaries], sampled=sampled, total=state.library.num_videos())
 
 
 @router.get("/videos/{video_id}", response_model=VideoOut, dependencies=[Depends(require_read_key)])
