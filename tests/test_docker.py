@@ -72,11 +72,11 @@ def test_cpu_image_is_built_from_arguments_and_ships_the_kernel():
                 "PIP_FIND_LINKS", "PIP_CERT_URL"):
         assert f"ARG {arg}" in text, arg
     assert "ARG TORCH_SPEC=torch==2.13.0+cpu" in text  # a local version pip can only meet with a CPU build
-    assert "COPY . /src" in text and "pip install -c /opt/torch-constraint.txt /src" in text
+    assert "COPY . /src" in text and "--target /opt/project /src" in text and "-r /tmp/requirements.txt" in text
     assert "load_extension()" in text and "TORCH_EXTENSIONS_DIR=" in text
     # the runtime stage (after the last FROM) has no compiler and checks that the prebuilt kernel runs there
     runtime = text.rsplit("\nFROM ", 1)[1]
-    assert "g++" not in runtime and "'cpp'" in runtime and "COPY --from=builder" in runtime
+    assert "g++" not in runtime and "'cpp'" in runtime and "COPY --from=project" in runtime
 
 
 def test_build_context_leaves_out_local_state():
