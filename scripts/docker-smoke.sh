@@ -134,7 +134,7 @@ dockerd --config-file "$run/daemon.json" --data-root "$cache/data-root" --exec-r
   >"$run/dockerd.log" 2>&1 9>&- &
 dockerd_pid=$!
 for ((i = 0; i < 600; i++)); do
-  alive "$dockerd_pid" || die "dockerd exited at start (status: see its log below); this machine cannot run a Docker engine as set up here"
+  alive "$dockerd_pid" || die "dockerd exited at start (its log is below): no Docker engine runs on this machine"
   docker version >/dev/null 2>&1 && break
   sleep 0.1
 done
@@ -224,7 +224,8 @@ else
   say "could not find the build stage's image in the build log: earlier images are kept"
 fi
 grep -E "selective-scan kernel built|scan backend:" "$run/build.log" | sed 's/^/    /' >&2 || true
-say "image built in $build_s s: $(docker image inspect -f '{{.Id}} {{.Size}}' videomamba-retrieval:cpu | awk '{printf "%s, %.2f GB", substr($1, 8, 12), $2 / 1e9}')"
+size="$(docker image inspect -f '{{.Size}}' videomamba-retrieval:cpu | awk '{printf "%.2f GB", $1 / 1e9}')"
+say "image built in $build_s s: videomamba-retrieval:cpu, $size"
 
 container_health() {
   local id
@@ -234,7 +235,8 @@ container_health() {
 up_and_wait() {
   local t0=$SECONDS state=""
   compose_up=1
-  "${compose[@]}" up -d --no-build "$SERVICE" >"$run/up.log" 2>&1 || { cat "$run/up.log" >&2; die "docker-compose up failed"; }
+  "${compose[@]}" up -d --no-build "$SERVICE" >"$run/up.log" 2>&1 \
+    || { cat "$run/up.log" >&2; die "docker-compose up failed"; }
   while ((SECONDS - t0 < wait_s)); do
     state="$(container_health || true)"
     case "$state" in
@@ -285,8 +287,8 @@ status, found = call("POST", "/search", query)
 if status != 200 or not found.get("results"):
     fail(f"search on the demo library: {status} {found}")
 top = [r["video_id"] for r in found["results"]]
-print(f"docker-smoke: search ({phase}): {[(r['path'].rsplit('/', 1)[-1], round(r['score'], 3)) for r in found['results']]}",
-      file=sys.stderr)
+hits = [(r["path"].rsplit("/", 1)[-1], round(r["score"], 3)) for r in found["results"]]
+print(f"docker-smoke: search ({phase}): {hits}", file=sys.stderr)
 
 if phase == "first":
     text = {"texts": ["a smoke test caption written through the API"]}

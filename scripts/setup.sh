@@ -12,7 +12,8 @@ apt_install() {
     echo "setup: please install the Debian packages: $*" >&2
   fi
 }
-# docker-compose v1 validates docker/compose.yaml without a Docker engine (CI has none).
+# docker-compose v1 validates docker/compose.yaml without a Docker engine; tests/test_docker_smoke.py installs the
+# engine itself (scripts/docker-smoke.sh).
 command -v docker-compose >/dev/null || apt_install docker-compose
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
