@@ -29,8 +29,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 started=$SECONDS
+exec 8>&2  # the real stderr: a trap can fire inside a step whose output goes to a log file
 say() { printf 'docker-smoke [%4ds]: %s\n' $((SECONDS - started)) "$*" >&2; }
 die() { printf 'docker-smoke [%4ds]: FAILED: %s\n' $((SECONDS - started)) "$*" >&2; exit 1; }
+# Long steps run as `interruptible CMD...`: bash runs a trap only once the foreground command is over, but at once
+# while it waits, so SIGTERM/SIGINT reach the teardown in time (which then stops the daemon the step talks to).
+interruptible() { "$@" & wait $!; }
 
 [ "$(id -u)" = 0 ] || die "needs root: it installs and starts a Docker engine"
 command -v apt-get >/dev/null || die "needs apt-get (a Debian-like host) to install the Docker engine"
@@ -44,7 +48,7 @@ cache="${VMR_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/videomamba/docker}"
 wait_s="${VMR_SMOKE_TIMEOUT:-600}"
 mkdir -p "$cache"
 exec 9>"$cache/lock"
-flock -w 3600 9 || die "another docker-smoke run holds $cache/lock"
+interruptible flock -w 3600 9 || die "another docker-smoke run holds $cache/lock"
 
 run="$(mktemp -d /tmp/vmr-docker.XXXXXX)"
 dockerd_pid="" containerd_pid="" server_pid="" policy_added="" compose_up="" prune=""
@@ -64,6 +68,7 @@ cleanup() {
   local status=$?
   set +e
   trap - EXIT INT TERM
+  exec 2>&8
   if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi
   if [ -n "$compose_up" ] && alive "$dockerd_pid"; then
     say "teardown: down -v (containers, volumes, network)"
@@ -95,8 +100,8 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'exec 2>&8; say "FAILED: interrupted (SIGINT)"; exit 130' INT
+trap 'exec 2>&8; say "FAILED: interrupted (SIGTERM)"; exit 143' TERM
 
 # ---------------------------------------------------------------- 1. packages
 apt_install() {
@@ -105,7 +110,8 @@ apt_install() {
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy_added=1
   fi
   say "installing $* (apt)"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } \
+  { interruptible apt-get update -qq \
+      && interruptible env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } \
     >"$run/apt.log" 2>&1 || { tail -n 20 "$run/apt.log" >&2; die "apt-get install $* failed"; }
   if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; policy_added=""; fi
 }
@@ -131,7 +137,7 @@ say "starting dockerd (data root $cache/data-root)"
 dockerd --config-file "$run/daemon.json" --data-root "$cache/data-root" --exec-root "$run/exec" \
   --pidfile "$run/dockerd.pid" --host "$DOCKER_HOST" \
   --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
-  >"$run/dockerd.log" 2>&1 9>&- &
+  >"$run/dockerd.log" 2>&1 8>&- 9>&- &
 dockerd_pid=$!
 for ((i = 0; i < 600; i++)); do
   alive "$dockerd_pid" || die "dockerd exited at start (its log is below): no Docker engine runs on this machine"
@@ -158,19 +164,19 @@ build_local_base() {
   local dir="$run/rootfs" mirror
   mirror="$(debian_mirror)"
   say "building the base image $LOCAL_BASE from the Debian archive ($mirror)"
-  debootstrap --variant=minbase bookworm "$dir" "$mirror" >"$run/debootstrap.log" 2>&1 \
+  interruptible debootstrap --variant=minbase bookworm "$dir" "$mirror" >"$run/debootstrap.log" 2>&1 \
     || { tail -n 20 "$run/debootstrap.log" >&2; die "debootstrap failed"; }
   tar --numeric-owner -C "$dir" -c . | docker import -c 'CMD ["/bin/bash"]' - "$LOCAL_BASE" >/dev/null
   rm -rf --one-file-system "$dir"
 }
 case "${VMR_SMOKE_BASE:-}" in
-  public) base=$PUBLIC_BASE; docker image inspect "$base" >/dev/null 2>&1 || docker pull -q "$base" >/dev/null \
+  public) base=$PUBLIC_BASE; docker image inspect "$base" >/dev/null 2>&1 || interruptible docker pull -q "$base" >/dev/null \
             || die "cannot pull $base" ;;
   local) base=$LOCAL_BASE; docker image inspect "$base" >/dev/null 2>&1 || build_local_base ;;
   "")
     if docker image inspect "$PUBLIC_BASE" >/dev/null 2>&1; then base=$PUBLIC_BASE
     elif docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then base=$LOCAL_BASE
-    elif timeout 120 docker pull -q "$PUBLIC_BASE" >/dev/null 2>&1; then base=$PUBLIC_BASE
+    elif interruptible timeout 120 docker pull -q "$PUBLIC_BASE" >/dev/null 2>&1; then base=$PUBLIC_BASE
     else say "cannot pull $PUBLIC_BASE (no registry reachable)"; build_local_base; base=$LOCAL_BASE
     fi ;;
   *) base=$VMR_SMOKE_BASE ;;
@@ -181,7 +187,7 @@ say "base image: $base"
 start_pip_server() {
   rm -f "$run/build-args"
   "$py" scripts/docker_pip_sources.py --args-file "$run/build-args" --port "$1" --torch "$TORCH_SPEC" \
-    >"$run/pip-sources.log" 2>&1 9>&- &
+    >"$run/pip-sources.log" 2>&1 8>&- 9>&- &
   server_pid=$!
   for ((i = 0; i < 1200; i++)); do
     [ -e "$run/build-args" ] && return 0  # written at once, when complete
@@ -208,7 +214,7 @@ url="http://127.0.0.1:$VMR_PORT"
 
 t0=$SECONDS
 say "building the CPU image (docker-compose build; log in the output on failure)"
-if ! "${compose[@]}" build "${build_args[@]}" "$SERVICE" >"$run/build.log" 2>&1; then
+if ! interruptible "${compose[@]}" build "${build_args[@]}" "$SERVICE" >"$run/build.log" 2>&1; then
   tail -n 40 "$run/build.log" >&2
   grep -q "ERROR: no CPU torch wheel" "$run/build.log" && die "the build found no CPU torch wheel ($TORCH_SPEC)"
   die "docker-compose build failed"
@@ -235,7 +241,7 @@ container_health() {
 up_and_wait() {
   local t0=$SECONDS state=""
   compose_up=1
-  "${compose[@]}" up -d --no-build "$SERVICE" >"$run/up.log" 2>&1 \
+  interruptible "${compose[@]}" up -d --no-build "$SERVICE" >"$run/up.log" 2>&1 \
     || { cat "$run/up.log" >&2; die "docker-compose up failed"; }
   while ((SECONDS - t0 < wait_s)); do
     state="$(container_health || true)"
@@ -317,12 +323,12 @@ PY
 }
 
 up_and_wait
-check first || die "checks after the first up"
+interruptible check first || die "checks after the first up"
 if "${compose[@]}" logs "$SERVICE" 2>&1 | grep -i "kernel is unavailable"; then
   die "the service logged that the compiled kernel is unavailable"
 fi
 say "down (volumes kept), then up again"
-"${compose[@]}" down >"$run/down.log" 2>&1 || { cat "$run/down.log" >&2; die "docker-compose down failed"; }
+interruptible "${compose[@]}" down >"$run/down.log" 2>&1 || { cat "$run/down.log" >&2; die "docker-compose down failed"; }
 up_and_wait
-check again || die "checks after down/up"
+interruptible check again || die "checks after down/up"
 say "all checks passed (build $build_s s)"
