@@ -12,7 +12,8 @@ apt_install() {
     echo "setup: please install the Debian packages: $*" >&2
   fi
 }
-# docker-compose v1 validates docker/compose.yaml without a Docker engine (CI has none).
+# docker-compose v1 validates docker/compose.yaml without a Docker engine; tests/test_docker_smoke.py installs the
+# engine itself (scripts/docker-smoke.sh).
 command -v docker-compose >/dev/null || apt_install docker-compose
 # The Milvus 2.3 tests run the server in a loopback-only network namespace (unshare, ip).
 command -v ip >/dev/null || apt_install iproute2

@@ -207,6 +207,9 @@ class HealthOut(BaseModel):
     jobs: dict[str, int]
     default_library: str | None = None
     auth: AuthOut
+    scan_backend: str = Field(description="the selective-scan backend the video encoder runs on this machine: "
+                                          "cpp (the compiled CPU kernel), torch (pure PyTorch), ref or cuda; "
+                                          "\"error: ...\" when a forced backend cannot run here")
 
 
 class ErrorOut(BaseModel):

@@ -9,6 +9,8 @@ factor but the ranking of texts for one video is unchanged.
 """
 from __future__ import annotations
 
+import functools
+import os
 import threading
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoders.ops.selective_scan import ENV_VAR, resolve_backend
 from encoders.video_text.model import VideoTextModel
 from encoders.video_text.pretrained import load_video_text_model
 from encoders.video_text.tokenize import make_tokenize, pre_text
@@ -37,6 +40,23 @@ def pool_segments(vectors: np.ndarray) -> np.ndarray:
     """A whole video's vector: the L2-normalized mean of its segment vectors."""
     mean = np.asarray(vectors, np.float32).mean(0)
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_backend(on_cuda: bool, requested: str | None) -> str:
+    """The backend the selective-scan dispatcher picks for float32 tensors, decided once per process and setting
+    (on CPU this builds or loads the compiled kernel the first time). `requested` is only the cache key: the
+    dispatcher reads VIDEOMAMBA_SCAN_BACKEND itself."""
+    try:
+        return resolve_backend(None, on_cuda)
+    except (ValueError, RuntimeError) as err:  # e.g. a forced backend that cannot run here
+        return f"error: {err}"
+
+
+def scan_backend(device: str) -> str:
+    """The selective-scan backend a video encoder on `device` runs: cpp, torch, ref or cuda ("error: ..." when a
+    forced backend cannot run here)."""
+    return _scan_backend(str(device).startswith("cuda"), os.environ.get(ENV_VAR))
 
 
 class Embedder:
@@ -90,6 +110,10 @@ class Embedder:
                 progress(min(i + batch, len(spans)), len(spans))
         return VideoEmbedding(duration, spans, np.concatenate(vectors),
                               np.concatenate(tokens) if with_tokens else None)
+
+    @property
+    def scan_backend(self) -> str:
+        return scan_backend(self.device)
 
     def token_bytes(self) -> int:
         """Bytes of one window's float16 vision tokens (what storing them for re-ranking costs)."""

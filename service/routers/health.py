@@ -21,7 +21,8 @@ def healthz(state: ServiceState = Depends(get_state), x_api_key: str | None = He
                    key=key_status(key, presented_key(x_api_key, authorization)))
     return HealthOut(status="ok", videos=state.library.num_videos(), texts=state.library.num_texts(),
                      dim=state.library.dim, index=state.library.health(), jobs=state.jobs.counts(),
-                     default_library=library.get("status"), auth=auth)
+                     default_library=library.get("status"), auth=auth,
+                     scan_backend=state.embedder.scan_backend)
 
 
 @router.get("/metrics", response_class=Response)
