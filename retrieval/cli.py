@@ -52,5 +52,10 @@ def user_errors(parser: argparse.ArgumentParser, *extra: type[Exception], no_dow
     try:
         yield
     except (*USER_ERRORS, *extra) as err:
-        hint = f"  without downloads: {no_download}\n" if no_download and isinstance(err, CorpusNotFound) else ""
-        parser.exit(2, f"{parser.prog}: error: {err}\n{hint}")
+        hint = f"\n  without downloads: {no_download}" if no_download and isinstance(err, CorpusNotFound) else ""
+        fail(parser, f"{err}{hint}")
+
+
+def fail(parser: argparse.ArgumentParser, message: str) -> None:
+    """`prog: error: message` on stderr, exit status 2 (argparse's own errors also print the usage)."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
