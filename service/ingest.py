@@ -1,6 +1,6 @@
 """Adding videos to the library: admit the file (probe), queue a job that embeds its segments and stores them,
 and clean up what the service itself received when anything fails. The POST /videos route, the embedded demo
-library and bulk import all ingest through here."""
+library, the --library folder (service.folder_watch) and bulk import all ingest through here."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -98,6 +98,17 @@ class EmbedOut(BaseModel):
                                                                  "were averaged")
 
 
+class LibraryFolderOut(BaseModel):
+    """Progress of `--library DIR` (service.folder_watch)."""
+
+    folder: str
+    files_seen: int = Field(description="video files in the folder now")
+    indexed: int = Field(description="of those, in the library")
+    pending: int = Field(description="of those, waiting to settle, queued or being embedded")
+    failed: int = Field(description="of those, undecodable or refused (retried when the file changes)")
+    status: str = Field(description="scanning, indexing, watching, or failed: <reason>")
+
+
 class HealthOut(BaseModel):
     status: str
     videos: int
@@ -106,6 +117,7 @@ class HealthOut(BaseModel):
     index: dict[str, str]
     jobs: dict[str, int]
     default_library: str | None = None
+    library: LibraryFolderOut | None = Field(None, description="with --library: how far indexing the folder got")
 
 
 class ErrorOut(BaseModel):

@@ -16,7 +16,7 @@ def healthz(state: ServiceState = Depends(get_state)) -> HealthOut:
     library = state.default_library
     return HealthOut(status="ok", videos=state.store.num_videos(), texts=state.store.num_texts(),
                      dim=state.store.dim, index=state.store.recovery(), jobs=state.jobs.counts(),
-                     default_library=library.get("status"))
+                     default_library=library.get("status"), library=state.library_folder or None)
 
 
 @router.get("/metrics", response_class=Response)
