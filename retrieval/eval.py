@@ -143,7 +143,7 @@ def set_up(args: argparse.Namespace, train_videos: int | None = None) -> Run:
     except RuntimeError as err:
         raise UsageError(str(err)) from None
     data_root = args.data_root or str(synthetic_root(args.bench, Path(args.cache_dir), args.synth_videos,
-                                                   train_videos))
+                                                   train_videos, progress=not args.no_progress))
     bench = load_benchmark(args.bench, data_root, args.split, require_media=True)
     model, tokenizer, model_key = load_model(args)
     protocol = EvalConfig(k_test=args.k_test, itm_batch_size=args.itm_batch_size, rerank=not args.no_rerank,

@@ -157,7 +157,7 @@ def test_data_root_forms_are_found(shards, tmp_path):
         find_source("webvid", "/nowhere")
 
 
-TINY = ["--workers", "0", "--no-progress", "--set", "data.num_frames=4", "--set", "data.image_size=32",
+TINY = ["--workers", "0", "--set", "data.num_frames=4", "--set", "data.image_size=32",
         "--set", "log_every=1", "--set", "model.video_text={vision_model: videomamba_test_tiny, text_layers: 2, "
         "embed_dim: 16}"]
 
@@ -175,14 +175,15 @@ def test_pretrain_streams_video_and_image_shards(shards, tmp_path, capsys):
     assert exit_.value.code == 2 and "give --max-steps N" in capsys.readouterr().err
     out = tmp_path / "run"
     main(["--data", "5m", "--data-root", str(root), "--output", str(out), "--batch-size", "2", "--max-steps", "4",
-          "--set", "data.image_batch_size=2"] + TINY)
+          "--set", "data.image_batch_size=2", "--no-progress"] + TINY)
+    assert "stage 2" not in capsys.readouterr().err
     log = (out / "train.log").read_text()
     assert "step 4" in log and " video " in log and " image " in log
     assert (out / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow  # a tiny training run: about 15 s on 2 cores
-def test_pretrain_reads_webvid_csv_as_released_beside_a_flat_video_folder(tmp_path):
+def test_pretrain_reads_webvid_csv_as_released_beside_a_flat_video_folder(tmp_path, capsys):
     from training.pretrain import main
 
     root = tmp_path / "webvid"
@@ -197,3 +198,4 @@ def test_pretrain_reads_webvid_csv_as_released_beside_a_flat_video_folder(tmp_pa
           "--max-steps", "2"] + TINY)
     assert "step 2" in (out / "train.log").read_text()
     assert "no bad files skipped" in (out / "skipped.txt").read_text()
+    assert "stage 2: 100%" in capsys.readouterr().err  # the progress bar, shown without --no-progress

@@ -42,6 +42,7 @@ from training.objective import UMTObjective
 from training.sampler import ShardedBatchSampler
 from training.seeded import SeededDataset
 
+Found = tuple[PretrainSource, Pairs | None]  # a corpus's data, and its pairs when it is an annotation
 # data choice -> [(loader name, corpus name)]: videos and images go to separate, interleaved loaders
 SOURCES = {"webvid": [("video", "webvid")], "cc3m": [("image", "cc3m")],
            "5m": [("video", "webvid"), ("image", "cc3m")], "synth": [("video", "webvid")]}
@@ -140,19 +141,19 @@ def build_model(cfg: TrainConfig):
     return model, tokenizer
 
 
-def ensure_synth_corpus(root: Path, dist_info: DistInfo) -> None:
+def ensure_synth_corpus(root: Path, dist_info: DistInfo, progress: bool = True) -> None:
     """Write the default synthetic corpus into `root` once (rank 0) when it has no webvid annotation."""
     if not (root / "anno_pretrain" / "webvid_train.json").is_file() and dist_info.is_main:
         print(f"generating the synthetic corpus into {root} (python -m retrieval.synth --out {root})", file=sys.stderr)
-        generate(SynthConfig(out=str(root)))
+        generate(SynthConfig(out=str(root)), progress=progress)
     barrier()
 
 
-def find_sources(cfg: TrainConfig, dist_info: DistInfo) -> list[tuple[PretrainSource, Pairs | None]]:
+def find_sources(cfg: TrainConfig, dist_info: DistInfo, progress: bool = True) -> list[Found]:
     """The data of every corpus the run trains on, with the pairs of an annotation (None for shards), found (or
     generated, for synth) before any model is built, so that missing data fails in seconds."""
     if cfg.data.name == "synth":
-        ensure_synth_corpus(Path(cfg.data.root), dist_info)
+        ensure_synth_corpus(Path(cfg.data.root), dist_info, progress)
     sources = [find_source(corpus, cfg.data.root, cfg.data.split, cfg.data.annotation, cfg.data.media_dir,
                            cfg.data.shards, alone=len(SOURCES[cfg.data.name]) == 1)
                for _, corpus in SOURCES[cfg.data.name]]
@@ -168,8 +169,7 @@ def find_sources(cfg: TrainConfig, dist_info: DistInfo) -> list[tuple[PretrainSo
                                                  media_root=s.media_root, require_media=True)) for s in sources]
 
 
-def build_loader(cfg: TrainConfig, dist_info: DistInfo, tokenizer,
-                 sources: list[tuple[PretrainSource, Pairs | None]]) -> MetaLoader:
+def build_loader(cfg: TrainConfig, dist_info: DistInfo, tokenizer, sources: list[Found]) -> MetaLoader:
     collate = pretrain_collate(make_tokenize(tokenizer, cfg.data.max_text_len))
     loaders = {}
     for (name, _), (source, pairs) in zip(SOURCES[cfg.data.name], sources):
@@ -241,7 +241,7 @@ def pretrain(args: argparse.Namespace) -> TrainConfig:
     except RuntimeError as err:
         raise UsageError(str(err)) from None
     try:
-        sources = find_sources(cfg, dist_info)
+        sources = find_sources(cfg, dist_info, progress=not args.no_progress)
         if dist_info.is_main:
             print("training on " + "; ".join(s.describe() for s, _ in sources), file=sys.stderr)
         torch.manual_seed(cfg.seed)  # identical initialisation on every rank (DDP also broadcasts rank 0's)
