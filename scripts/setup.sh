@@ -14,6 +14,8 @@ apt_install() {
 }
 # docker-compose v1 validates docker/compose.yaml without a Docker engine (CI has none).
 command -v docker-compose >/dev/null || apt_install docker-compose
+# curl: the README's and docs/tutorial.md's requests to the service.
+command -v curl >/dev/null || apt_install curl
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
