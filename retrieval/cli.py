@@ -1,7 +1,6 @@
-"""How the command lines of retrieval (and of training and the service above it) answer a user's mistake: the
-message alone on stderr, exit status 2, no traceback. A mistake is one of the documented error types of the layers
-below (a missing or malformed corpus, a file that is not a model, an undecodable video) or a `UsageError`; anything
-else is a bug and keeps its traceback."""
+"""How the command lines of retrieval (and of training above it) answer a user's mistake: the message alone on
+stderr, exit status 2, no traceback. A mistake is one of the documented error types of the layers below (a missing
+or malformed corpus, a file that is not a model) or a `UsageError`; anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from encoders.checkpoint import CheckpointError
-from media import VideoDecodeError
 from retrieval.corpora import AnnotationError, CorpusNotFound
 
 
@@ -19,8 +17,7 @@ class UsageError(ValueError):
     the machine."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (UsageError, CorpusNotFound, AnnotationError, CheckpointError,
-                                            VideoDecodeError)
+USER_ERRORS: tuple[type[Exception], ...] = (UsageError, CorpusNotFound, AnnotationError, CheckpointError)
 
 
 def positive_int(text: str) -> int:
