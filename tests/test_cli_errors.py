@@ -41,7 +41,7 @@ def corrupt_root(msrvtt_root, tmp_path_factory):
     return root
 
 
-@pytest.mark.slow  # seven subprocesses: about 40 s on an idle machine
+@pytest.mark.slow  # eight subprocesses: about 45 s on an idle machine
 def test_pretraining_says_what_is_missing_or_wrong(tmp_path, msrvtt_root, corrupt_root):
     err = refused(run("training.pretrain", "--data", "webvid", cwd=tmp_path),
                   "no webvid data: the folder 'data' does not exist", "anno_pretrain/webvid_train.json",
@@ -52,6 +52,11 @@ def test_pretraining_says_what_is_missing_or_wrong(tmp_path, msrvtt_root, corrup
             "no cc3m data under", "cc3m_train.json", "CC3M/*.tar", "conceptual-captions")
     refused(run("training.pretrain", "--data", "webvid", "--data-root", str(corrupt_root)),
             "webvid_train.json: record 3: missing field 'caption'")
+    released = tmp_path / "released"
+    released.mkdir()
+    (released / "results_2M_train.csv").write_text("videoid,contentUrl,duration,page_dir\n1,u,PT00H00M05S,000001\n")
+    refused(run("training.pretrain", "--data", "webvid", "--data-root", str(released)),
+            "results_2M_train.csv: missing column(s) name")
     config = tmp_path / "typo.yaml"
     config.write_text("data: {batch_sise: 4}\n")
     refused(run("training.pretrain", "--config", str(config)),

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from media import write_image, write_video
 from retrieval.corpora import AnnotationError, CorpusNotFound
+from retrieval.datasets import BadMediaWarning
 from retrieval.shards import ShardStream, expand_braces, read_samples, shard_list
 from retrieval.sources import find_source
 
@@ -122,7 +123,8 @@ def test_bad_samples_are_skipped_and_reported_with_the_next_item(tmp_path):
         add(tar, "b.mp4", clip_bytes(1))
         add(tar, "c.mp4", clip_bytes(2))
         add(tar, "c.txt", b"A red Circle!")
-    item = next(iter(ShardStream([str(path)], num_frames=2, size=32, augment=False)))
+    with pytest.warns(BadMediaWarning, match="mixed.tar#a"):
+        item = next(iter(ShardStream([str(path)], num_frames=2, size=32, augment=False)))
     assert item["caption"] == "a red circle" and item["video"].shape == (2, 3, 32, 32)
     assert [where for where, _ in item["replaced"]] == [f"{path}#a", f"{path}#b"]
     assert "no caption" in item["replaced"][1][1]
