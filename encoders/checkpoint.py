@@ -28,6 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+class CheckpointError(ValueError):
+    """A file or folder that exists but is not a loadable model: not a checkpoint at all, or one whose tensors do
+    not fit the model. The message names it and says why; command lines print it as it is."""
+
+
 MULTIMODAL_DROP = ("clip_teacher.", "text_encoder.", "vision_proj.", "text_proj.", "itm_head.")
 HEAD_MODULES = ("pool_norm", "clip_decoder")
 
@@ -35,7 +40,7 @@ HEAD_MODULES = ("pool_norm", "clip_decoder")
 def unwrap(checkpoint: dict) -> dict[str, torch.Tensor]:
     """The state dict inside a training checkpoint ('model' or 'module' entry, 'module.' key prefix)."""
     if not isinstance(checkpoint, dict):
-        raise TypeError(f"a checkpoint must be a dict of tensors, got {type(checkpoint).__name__}")
+        raise CheckpointError(f"a checkpoint must be a dict of tensors, got {type(checkpoint).__name__}")
     for key in ("model", "module"):
         if isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]
@@ -131,12 +136,32 @@ def read_state_dict(path: str | Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own SafetensorError for a damaged file
+            raise CheckpointError(f"{path} is not a readable .safetensors file ({exc})") from None
+    return torch_load(path, weights_only=True)
+
+
+def torch_load(path: str | Path, weights_only: bool = True) -> dict:
+    """A torch checkpoint file as a dict; CheckpointError for anything else (a text file, a pickle of objects
+    that weights_only refuses, a truncated file, a list)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (a pickle before torch 1.6)
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                              "torch.save writes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path} holds pickled objects other than tensors and containers, which are not "
-                         f"loaded for safety (weights_only=True); re-save its state dict ({exc})") from exc
+        raise CheckpointError(f"{path} holds pickled objects other than tensors and containers, which are not "
+                              f"loaded for safety (weights_only=True); re-save its state dict "
+                              f"({str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # torch.load fails with KeyError, RuntimeError, EOFError... on what is no checkpoint
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint (a dict of tensors)")
+    return state
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
@@ -156,7 +181,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
                   for k in own if k in sd and sd[k].shape != own[k].shape]
     fatal_missing = [k for k in missing if not k.startswith(allowed)]
     if mismatched or (strict and (fatal_missing or unexpected)):
-        raise ValueError(_mismatch_message(path, model, fatal_missing, unexpected, mismatched))
+        raise CheckpointError(_mismatch_message(path, model, fatal_missing, unexpected, mismatched))
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return {"missing": missing, "unexpected": unexpected}
 

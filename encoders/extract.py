@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoders.registry import create_model
+from encoders.checkpoint import CheckpointError, load_checkpoint
+from encoders.registry import create_model, list_models
 from media import IMAGE_EXTENSIONS, VideoDecodeError, VideoSource, load_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".gif")
@@ -48,8 +49,6 @@ class VideoFeatureExtractor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = create_model(model, num_frames=num_frames, img_size=size, **model_overrides)
         if checkpoint:
-            from encoders.checkpoint import load_checkpoint
-
             skipped = load_checkpoint(self.model, checkpoint, new_heads=("clip_decoder", "pool_norm"))
             if skipped["missing"]:
                 warnings.warn(f"{checkpoint}: kept fresh initialisation for {len(skipped['missing'])} keys "
@@ -84,7 +83,7 @@ def find_inputs(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise FileNotFoundError(f"input {root} is neither a file nor a folder")
+        raise FileNotFoundError(f"input {root} does not exist (give a video/image file or a folder of them)")
     exts = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
 
@@ -119,44 +118,84 @@ def write_import_format(inputs: list[Path], model_path: str, out: Path, window: 
     return len(tables), bad
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m encoders.extract", description="VideoMamba feature extraction")
-    parser.add_argument("input", type=Path, help="a video/image file or a folder of them")
-    parser.add_argument("--model", default="videomamba_middle")
-    parser.add_argument("--checkpoint", default=None, help="official or project checkpoint (optional)")
-    parser.add_argument("--out", type=Path, required=True, help="folder (one .npy per input) or .npz/.safetensors")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m encoders.extract", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", type=Path, help="a video/image file or a folder of them (searched recursively)")
+    parser.add_argument("--model", default="videomamba_middle", choices=list_models(),
+                        help="registered VideoMamba size (default: videomamba_middle)")
+    parser.add_argument("--checkpoint", default=None, help="official or project checkpoint (default: none, random "
+                        "weights)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="a folder (one .npy per input) or one .npz/.safetensors file (required)")
     parser.add_argument("--tokens", action="store_true", help="also save the patch tokens (T'*N, D)")
     parser.add_argument("--per-frame", action="store_true", help="pooled features per frame (T', D)")
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--num-frames", type=int, default=8, help="frames per input, middle sampling (default: 8)")
+    parser.add_argument("--size", type=int, default=224, help="frame side after resizing (default: 224)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     parser.add_argument("--format", choices=["features", "parquet"], default="features",
                         help="features: VideoMamba features (.npy/.npz/.safetensors); parquet: the import format of a "
-                             "joint model's window vectors (needs --model-path)")
+                             "joint model's window vectors (needs --model-path) (default: features)")
     parser.add_argument("--model-path", default=None, help="a joint video-text model (with --format parquet)")
-    parser.add_argument("--window", type=float, default=8.0, help="window length in seconds (with --model-path)")
-    parser.add_argument("--stride", type=float, default=4.0, help="window stride in seconds (with --model-path)")
-    args = parser.parse_args(argv)
-    from tqdm import tqdm
+    parser.add_argument("--window", type=float, default=8.0, help="window length in seconds (with --format parquet; "
+                        "default: 8)")
+    parser.add_argument("--stride", type=float, default=4.0, help="window stride in seconds (with --format parquet; "
+                        "default: 4)")
+    return parser
 
-    inputs = find_inputs(args.input)
-    if not inputs:
-        print(f"no videos or images found under {args.input}", file=sys.stderr)
-        return 1
+
+def main(argv=None) -> int:
+    """0 when every input was extracted, or some were skipped and listed; exit status 2 and the reason when the input,
+    the checkpoint or every file is unusable."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_frames < 1 or args.size < 1:
+        parser.error(f"--num-frames and --size must be >= 1, got {args.num_frames} and {args.size}")
+    try:
+        inputs = find_inputs(args.input)
+        if not inputs:
+            raise FileNotFoundError(f"no videos or images under {args.input} (suffixes: "
+                                    f"{' '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})")
+        if args.format == "parquet":
+            if not args.model_path or args.out.suffix != ".parquet":
+                parser.error("--format parquet needs --model-path and --out FILE.parquet")
+            done, bad = write_import_format(inputs, args.model_path, args.out, args.window, args.stride, args.device)
+        else:
+            fx = VideoFeatureExtractor(args.model, args.checkpoint, args.num_frames, args.size, args.device,
+                                       args.per_frame)
+    except (CheckpointError, FileNotFoundError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     if args.format == "parquet":
-        if not args.model_path or args.out.suffix != ".parquet":
-            parser.error("--format parquet needs --model-path and --out FILE.parquet")
-        done, bad = write_import_format(inputs, args.model_path, args.out, args.window, args.stride, args.device)
+        if not done:
+            parser.exit(2, f"{parser.prog}: error: none of the {len(inputs)} file(s) under {args.input} could be "
+                           f"decoded, e.g. {bad[0][0]}: {bad[0][1]}\n")
         print(f"wrote the window vectors of {done} of {len(inputs)} file(s) -> {args.out}")
         for path, reason in bad:
             print(f"  skipped {path}: {reason}", file=sys.stderr)
-        return 0 if done else 1
-    fx = VideoFeatureExtractor(args.model, args.checkpoint, args.num_frames, args.size, args.device, args.per_frame)
+        return 0
+    bad = extract(fx, inputs, args)
+    if len(bad) == len(inputs):
+        parser.exit(2, f"{parser.prog}: error: none of the {len(inputs)} file(s) under {args.input} could be decoded, "
+                       f"e.g. {bad[0][0]}: {bad[0][1]}\n")
+    print(f"extracted {len(inputs) - len(bad)} of {len(inputs)} file(s) with {args.model} (dim {fx.dim}) -> "
+          f"{args.out}")
+    if bad:
+        print(f"skipped {len(bad)} bad file(s):", file=sys.stderr)
+        for path, reason in bad:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def extract(fx: VideoFeatureExtractor, inputs: list[Path], args: argparse.Namespace) -> list[tuple[Path, str]]:
+    """Write the features of every input as `args` says; returns the (path, reason) of the undecodable ones."""
+    from tqdm import tqdm
+
     base = args.input if args.input.is_dir() else args.input.parent
     single_file = args.out.suffix in (".npz", ".safetensors")
     collected: dict[str, np.ndarray] = {}
     bad: list[tuple[Path, str]] = []
-    for path in tqdm(inputs, desc="extracting", unit="video"):
+    for path in tqdm(inputs, desc="extracting", unit="video", disable=args.no_progress):
         try:
             result = fx.encode_video(path, return_tokens=args.tokens)
         except VideoDecodeError as exc:
@@ -176,13 +215,7 @@ def main(argv=None) -> int:
                 np.save(target, value)
     if single_file and collected:
         _save(args.out, collected)
-    done = len(inputs) - len(bad)
-    print(f"extracted {done} of {len(inputs)} file(s) with {args.model} (dim {fx.dim}) -> {args.out}")
-    if bad:
-        print(f"skipped {len(bad)} bad file(s):", file=sys.stderr)
-        for path, reason in bad:
-            print(f"  {path}: {reason}", file=sys.stderr)
-    return 0 if done else 1
+    return bad
 
 
 if __name__ == "__main__":

@@ -35,6 +35,15 @@ class AnnotationError(ValueError):
     """A malformed annotation file; the message names the file, the record index and the field."""
 
 
+class CorpusNotFound(FileNotFoundError):
+    """A corpus's annotation file or media is not where it was looked for; the message says where it looked, what
+    belongs there and where the official data is published, so a command line can print it as it is."""
+
+
+# Where the official annotation files (VINDLU's JSON, as VideoMamba uses them) are described.
+ANNOTATIONS_URL = "https://github.com/OpenGVLab/VideoMamba/blob/main/videomamba/video_mm/DATASET.md"
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
     name: str
@@ -44,6 +53,7 @@ class CorpusSpec:
     max_txt_len: int  # tokenizer max_length used by the official configs
     splits: dict[str, str]  # split -> standard annotation file name
     media_dir: str  # standard folder of the videos/images under the data root
+    source: str = ""  # where the official videos or images are published
     eval_split: str | None = None
     trimmed30: bool = False  # decode only the first 30 s (DiDeMo)
 
@@ -81,29 +91,48 @@ def list_corpora(kind: str | None = None) -> list[str]:
 
 
 register_corpus(CorpusSpec("webvid", "pretrain", "video", "single", 32,
-                           {"train": "webvid_train.json", "train_csv": "webvid_train.csv"}, "WebVid"))
-register_corpus(CorpusSpec("cc3m", "pretrain", "image", "single", 32, {"train": "cc3m_train.json"}, "CC3M"))
+                           {"train": "webvid_train.json", "train_csv": "webvid_train.csv"}, "WebVid",
+                           "https://github.com/m-bain/webvid (video2dataset downloads it as shards)"))
+register_corpus(CorpusSpec("cc3m", "pretrain", "image", "single", 32, {"train": "cc3m_train.json"}, "CC3M",
+                           "https://github.com/google-research-datasets/conceptual-captions (img2dataset "
+                           "downloads it as shards)"))
 register_corpus(CorpusSpec("msrvtt", "benchmark", "video", "single", 32,
                            {"train": "msrvtt_ret_train9k.json", "test": "msrvtt_ret_test1k.json"},
-                           "MSRVTT_Videos", eval_split="test"))
+                           "MSRVTT_Videos", "https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip",
+                           eval_split="test"))
 register_corpus(CorpusSpec("didemo", "benchmark", "video", "paragraph", 64,
                            {"train": "didemo_ret_train.json", "val": "didemo_ret_val.json",
-                            "test": "didemo_ret_test.json"}, "DiDeMo", eval_split="test", trimmed30=True))
+                            "test": "didemo_ret_test.json"}, "DiDeMo", "https://github.com/LisaAnne/LocalizingMoments",
+                           eval_split="test", trimmed30=True))
 register_corpus(CorpusSpec("anet", "benchmark", "video", "paragraph", 150,
                            {"train": "anet_ret_train.json", "val": "anet_ret_val.json"}, "ActivityNet",
-                           eval_split="val"))
+                           "http://activity-net.org/download.html", eval_split="val"))
 register_corpus(CorpusSpec("lsmdc", "benchmark", "video", "single", 96,
                            {"train": "lsmdc_ret_train.json", "test": "lsmdc_ret_test_1000.json"}, "LSMDC",
-                           eval_split="test"))
+                           "https://sites.google.com/site/describingmovies", eval_split="test"))
 register_corpus(CorpusSpec("msvd", "benchmark", "video", "multi", 64,
                            {"train": "msvd_ret_train.json", "test": "msvd_ret_test.json"}, "MSVD_Videos",
-                           eval_split="test"))
-
+                           "https://www.cs.utexas.edu/users/ml/clamp/videoDescription/", eval_split="test"))
 
 # ---------------------------------------------------------------------------------------------- reading
 
 HARD_NEGATIVE_KINDS = ("reversed", "swapped", "shape")  # time order (the first two) or appearance
-WEBVID_CSV_COLUMNS = ("videoid", "name", "page_dir")
+WEBVID_CSV_COLUMNS = ("videoid", "name")  # as released, with page_dir (the download script's sub-folder)
+MEDIA_PROBE = 50  # annotation records whose files are looked for before a corpus's media is called missing
+
+
+def describe_layout(spec: CorpusSpec) -> str:
+    """What a data root holds for `spec`, in one sentence (for messages about missing or misplaced data)."""
+    key = "image" if spec.media == "image" else "video"
+    caption = {"single": '"a sentence"', "multi": '["a sentence", "another", ...]',
+               "paragraph": '["first sentence", "second sentence", ...]'}[spec.text]
+    return (f"a data root holds {spec.anno_dir}/<split file> (a JSON array of {{\"{key}\": \"<file under "
+            f"{spec.media_dir}/>\", \"caption\": {caption}}}; split files: {', '.join(spec.splits.values())}) and "
+            f"the {spec.media}s under {spec.media_dir}/")
+
+
+def official_data(spec: CorpusSpec) -> str:
+    return f"official annotations: {ANNOTATIONS_URL}; {spec.media}s: {spec.source}"
 
 
 def read_annotation(path: str | os.PathLike, spec: CorpusSpec) -> list[dict]:
@@ -111,12 +140,13 @@ def read_annotation(path: str | os.PathLike, spec: CorpusSpec) -> list[dict]:
     from an official JSON array (``video``/``image`` + ``caption``) or, for webvid, WebVid's CSV."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file for {spec.name!r} not found: {path}")
+        raise CorpusNotFound(f"no {spec.name} annotation file at {path}\n  {describe_layout(spec)}\n  "
+                             f"{official_data(spec)}")
     if path.suffix == ".csv":
         return _read_webvid_csv(path)
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
@@ -153,19 +183,56 @@ def _check_record(path: Path, i: int, rec, spec: CorpusSpec) -> dict:
 
 
 def _read_webvid_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in WEBVID_CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(WEBVID_CSV_COLUMNS)}")
-        out = []
-        for i, row in enumerate(reader):
-            for col in WEBVID_CSV_COLUMNS:
-                if not (row.get(col) or "").strip():
-                    raise AnnotationError(f"{path}: record {i} (line {i + 2}): empty field {col!r}")
-            out.append({"media": f"{row['page_dir']}/{row['videoid']}.mp4", "caption": row["name"],
-                        "group": None, "temporal": None})
+    """WebVid's released CSV (videoid, name = the caption, page_dir, duration, contentUrl): the video of a row is
+    <page_dir>/<videoid>.mp4, or <videoid>.mp4 without a page_dir column (see `_flat_when_found_so`)."""
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in WEBVID_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; WebVid's CSV has "
+                                      f"{', '.join(WEBVID_CSV_COLUMNS)} (and page_dir, duration, contentUrl)")
+            nested = "page_dir" in reader.fieldnames
+            out = []
+            for i, row in enumerate(reader):
+                for col in WEBVID_CSV_COLUMNS + (("page_dir",) if nested else ()):
+                    if not (row.get(col) or "").strip():
+                        raise AnnotationError(f"{path}: record {i} (line {i + 2}): empty field {col!r}")
+                name = f"{row['videoid']}.mp4"
+                out.append({"media": f"{row['page_dir']}/{name}" if nested else name, "caption": row["name"],
+                            "group": None, "temporal": None})
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise AnnotationError(f"{path}: not a readable CSV ({exc})") from None
     return out
+
+
+def _flat_when_found_so(records: list[dict], media_root: Path) -> list[dict]:
+    """WebVid's download script writes <page_dir>/<videoid>.mp4, other tools one flat folder of <videoid>.mp4: the
+    records name the flat files when the first ones are found only that way."""
+    sample = records[:MEDIA_PROBE]
+    nested = sum((media_root / r["media"]).is_file() for r in sample)
+    flat = sum((media_root / Path(r["media"]).name).is_file() for r in sample)
+    return [{**r, "media": Path(r["media"]).name} for r in records] if flat > nested else records
+
+
+def _records(anno: Path, spec: CorpusSpec, media_root: Path, require_media: bool) -> list[dict]:
+    records = read_annotation(anno, spec)
+    if anno.suffix == ".csv":
+        records = _flat_when_found_so(records, media_root)
+    if require_media:
+        check_media(spec, anno, media_root, [r["media"] for r in records[:MEDIA_PROBE]])
+    return records
+
+
+def check_media(spec: CorpusSpec, anno: Path, media_root: Path, names: list[str]) -> None:
+    """CorpusNotFound when none of `names` (the first files an annotation names) is under `media_root`: a wrong
+    folder or a corpus whose videos were never downloaded, said once instead of skipping every file."""
+    if not names or any((media_root / name).is_file() for name in names):
+        return
+    where = (f"the folder {media_root} does not exist" if not media_root.is_dir() else
+             f"none of the first {len(names)} is under {media_root} (e.g. {media_root / names[0]})")
+    raise CorpusNotFound(f"{anno} names {spec.media}s that are not there: {where}\n  {describe_layout(spec)}\n  "
+                         f"{official_data(spec)}")
 
 
 def _resolve(name: str, root, split: str | None, anno, media_root) -> tuple[CorpusSpec, str, Path, Path]:
@@ -238,13 +305,15 @@ class Benchmark:
 
 
 def load_pairs(name: str, root: str | os.PathLike | None = None, split: str = "train",
-               anno: str | os.PathLike | None = None, media_root: str | os.PathLike | None = None) -> Pairs:
+               anno: str | os.PathLike | None = None, media_root: str | os.PathLike | None = None,
+               require_media: bool = False) -> Pairs:
     """Training pairs of a corpus split; records of the same video (msrvtt train) share a sample_id, a
-    caption list gives one pair per caption (a paragraph: one joined pair)."""
+    caption list gives one pair per caption (a paragraph: one joined pair). require_media: raise CorpusNotFound
+    when none of the first files is there (see `check_media`)."""
     spec, split, anno, media_root = _resolve(name, root, split, anno, media_root)
     ids: dict[str, int] = {}
     items = []
-    for rec in read_annotation(anno, spec):
+    for rec in _records(anno, spec, media_root, require_media):
         sid = ids.setdefault(rec["media"], len(ids))
         for text in _texts_of(rec["caption"], spec):
             items.append(Pair(str(media_root / rec["media"]), text, sid, rec["group"], rec["temporal"]))
@@ -252,12 +321,13 @@ def load_pairs(name: str, root: str | os.PathLike | None = None, split: str = "t
 
 
 def load_benchmark(name: str, root: str | os.PathLike | None = None, split: str | None = None,
-                   anno: str | os.PathLike | None = None, video_root: str | os.PathLike | None = None) -> Benchmark:
+                   anno: str | os.PathLike | None = None, video_root: str | os.PathLike | None = None,
+                   require_media: bool = False) -> Benchmark:
     """An evaluation split (default: the one the official zero-shot config evaluates)."""
     spec, split, anno, video_root = _resolve(name, root, split, anno, video_root)
     bench = Benchmark(spec.name, split, [], [], [], [], spec.max_txt_len, spec.trimmed30)
     index: dict[str, int] = {}
-    for rec in read_annotation(anno, spec):
+    for rec in _records(anno, spec, video_root, require_media):
         if rec["media"] not in index:
             index[rec["media"]] = len(bench.videos)
             bench.videos.append(str(video_root / rec["media"]))

@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from media import load_video
+from media import VideoSource, load_video
 from retrieval.corpora import Benchmark, Pairs
 
 
@@ -45,9 +45,10 @@ class BadItem:
     reason: str
 
 
-def _load_or_bad(index: int, path: str, **kw) -> torch.Tensor | BadItem:
+def load_or_bad(index: int, path: str, src: VideoSource | None = None, **kw) -> torch.Tensor | BadItem:
+    """`load_video(src or path, **kw)`, or a BadItem naming `path` with the reason (and a BadMediaWarning)."""
     try:
-        return load_video(path, **kw)
+        return load_video(path if src is None else src, **kw)
     except Exception as exc:  # any decoder failure: one bad file must not stop a loop
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         warnings.warn(f"skipping bad media {path}: {reason}", BadMediaWarning, stacklevel=2)
@@ -90,7 +91,7 @@ class VideoTextTrainDataset(_SkippingDataset):
 
     def __getitem__(self, index: int) -> dict | BadItem:
         pair = self.pairs.items[index]
-        video = _load_or_bad(index, pair.media, num_frames=self.num_frames, size=self.size,
+        video = load_or_bad(index, pair.media, num_frames=self.num_frames, size=self.size,
                              train=self.train and self.augment,
                              sample="rand" if self.train else "middle", trimmed30=self.pairs.trimmed30,
                              reader=self.reader)
@@ -114,7 +115,7 @@ class VideoEvalDataset(_SkippingDataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict | BadItem:
-        video = _load_or_bad(index, self.paths[index], num_frames=self.num_frames, size=self.size,
+        video = load_or_bad(index, self.paths[index], num_frames=self.num_frames, size=self.size,
                              sample="middle", trimmed30=self.trimmed30, reader=self.reader)
         return video if isinstance(video, BadItem) else {"video": video, "index": index}
 

@@ -15,7 +15,8 @@ from retrieval.synth import writer
 from retrieval.synth.writer import SynthConfig, generate
 
 
-def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos: int | None) -> Path:
+def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos: int | None,
+                   progress: bool = True) -> Path:
     """Generate (once) a synthetic data root holding only `bench`'s evaluation split, plus its train split when
     `train_videos` is given (0 = the generator's default size); every other corpus gets 0 clips."""
     spec, defaults = get_corpus(bench), SynthConfig(out="")
@@ -32,7 +33,7 @@ def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos
     root = cache_dir / "synth" / f"{bench}-{key}"
     if not (root / "manifest.json").is_file():
         if rank_world()[0] == 0:
-            generate(SynthConfig(out=str(root), **counts))
+            generate(SynthConfig(out=str(root), **counts), progress=progress)
         if rank_world()[1] > 1:
             dist.barrier()
     return root

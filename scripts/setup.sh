@@ -19,6 +19,8 @@ command -v docker-compose >/dev/null || apt_install docker-compose
 command -v ip >/dev/null || apt_install iproute2
 # Headless Chromium and its driver for the search page's browser tests (tests/test_page.py).
 { command -v chromium && command -v chromedriver; } >/dev/null || apt_install chromium chromium-driver
+# curl: the README's and docs/tutorial.md's requests to the service.
+command -v curl >/dev/null || apt_install curl
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

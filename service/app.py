@@ -16,6 +16,7 @@ from media import VideoDecodeError
 from service.config import ServiceConfig
 from service.default_library import start_default_library
 from service import openapi, static
+from service.folder_watch import start_folder_watch
 from service.errors import ServiceError
 from service.routers import embed, health, search, texts, videos
 from service.state import build_state
@@ -44,7 +45,10 @@ def create_app(config: ServiceConfig, embedder: Embedder | None = None) -> FastA
         state.checkpointer.start()
         if config.embedded_default:
             start_default_library(state)
+        watcher = start_folder_watch(state) if config.library else None
         yield
+        if watcher:
+            watcher.stop()
         await state.text_batcher.stop()
         await state.search_batcher.stop()
         state.jobs.stop()

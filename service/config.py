@@ -22,6 +22,8 @@ class ServiceConfig:
     api_key: str | None = None  # protects every write endpoint; None: writes open (only allowed on loopback)
     protect_reads: bool = False  # also require the key for reads
     embedded_default: bool = False  # generate and index the synthetic demo library when the data dir is empty
+    library: Path | None = None  # a folder of videos indexed at start and watched for new files
+    library_poll_s: float = 5.0  # seconds between looks at the library folder
     # bounds on requests
     max_upload_mb: float = 200.0
     max_k: int = 100
@@ -65,6 +67,12 @@ class ServiceConfig:
                              f"({self.segment_window})")
         if self.index_backend not in ("faiss", "milvus"):
             raise ValueError(f"index_backend must be faiss or milvus, got {self.index_backend!r}")
+        if self.library is not None:
+            self.library = Path(self.library)
+            if not self.library.is_dir():
+                raise ValueError(f"--library {self.library}: no such folder")
+        if self.library_poll_s <= 0:
+            raise ValueError(f"library_poll_s must be > 0, got {self.library_poll_s}")
         if self.api_key is None and not _is_loopback(self.host):
             raise ValueError(f"serving on {self.host} (not loopback) needs an API key: pass --api-key or set "
                              f"{ENV_PREFIX}API_KEY")
@@ -92,6 +100,65 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
 
 
+# Every flag's description and, where the dataclass default is not what happens, the real default in words.
+FIELD_HELP: dict[str, tuple[str, str | None]] = {
+    "host": ("address to listen on; beyond loopback an --api-key is required", None),
+    "port": ("TCP port", None),
+    "data_dir": ("the library's index (index/), job records (jobs.sqlite) and, by default, the media root", None),
+    "media_root": ("POST /videos paths must lie inside it; uploads are kept in <media_root>/uploads",
+                   "<data_dir>/media"),
+    "model_path": ("a VideoTextModel folder (save_pretrained, or a training run's <output>/model) or an official "
+                   ".pth", "the committed demo model ($VMR_DEMO_MODEL, else encoders/pretrained/videomamba_demo)"),
+    "api_key": ("protects every write endpoint (X-API-Key or Authorization: Bearer)",
+                "none: writes are open, allowed only on loopback"),
+    "protect_reads": ("also require the API key for reads", None),
+    "embedded_default": ("generate and index the synthetic demo library when the library is empty",
+                         "true when neither --model-path nor --library is given, else false"),
+    "library": ("a folder of videos (searched recursively) indexed at start and watched for new files; files already "
+                "in the library are skipped (a restart re-indexes nothing), undecodable ones are logged once and "
+                "retried only when they change; deleting a file does not delete its video; may lie outside the media "
+                "root; progress in /healthz under \"library\"", "none"),
+    "library_poll_s": ("seconds between looks at the --library folder for new or changed files", None),
+    "max_upload_mb": ("largest upload, in MB", None),
+    "max_k": ("most results a search may ask for", None),
+    "max_query_chars": ("longest text query, in characters", None),
+    "max_moments_per_video": ("most moments a search may ask for per video", None),
+    "max_page_depth": ("the deepest result a page token may start at (deeper: narrow the search)", None),
+    "max_video_seconds": ("longest video accepted, in seconds", None),
+    "max_texts_per_request": ("most captions in one POST /texts", None),
+    "segment_window": ("seconds of video per indexed segment (long videos are indexed as overlapping segments)", None),
+    "segment_stride": ("seconds between the starts of consecutive segments (at most the window)", None),
+    "num_frames": ("frames sampled per segment", "0: what the model was built for"),
+    "frame_size": ("frame side in pixels", "0: what the model was built for"),
+    "max_text_tokens": ("tokens of a text query", "0: the model's max_txt_len"),
+    "rerank_candidates": ("how many of the top results a search with rerank re-orders with the matching head", None),
+    "rerank_weight": ("rerank score = cosine + this x the matching head's logit (tuned by benchmarks/bench_rerank.py)",
+                      None),
+    "rerank_tokens": ("keep each window's vision tokens at ingestion so rerank decodes no video: on, off, or auto "
+                      "(when a window's tokens take at most 256 KiB, e.g. the demo model's 48 KiB)", None),
+    "thumbnail_size": ("longer side of the JPEG thumbnails made at ingestion, pixels", None),
+    "micro_batching": ("encode concurrent text queries together", None),
+    "batch_size": ("most queries in one micro-batch", None),
+    "batch_wait_ms": ("how long a micro-batch waits for more queries, in ms", None),
+    "queue_size": ("queries waiting for the encoder before the service answers 503", None),
+    "job_queue_size": ("ingestion jobs waiting before POST /videos answers 503", None),
+    "checkpoint_interval_s": ("seconds between writes of the index caches to disk", None),
+    "index_backend": ("where the library lives: faiss (embedded, under <data_dir>/index) or milvus (a server that "
+                      "several replicas share; pip install -e \".[scale]\")", None),
+    "milvus_uri": ("the Milvus server, with --index-backend milvus", None),
+    "milvus_token": ("\"user:password\" when the Milvus server has authentication on", "none"),
+    "milvus_collection": ("prefix of the library's Milvus collections (<name>_segments, _videos, _texts, _meta)",
+                          None),
+}
+
+
+def _help(f) -> str:
+    text, default = FIELD_HELP.get(f.name, ("", None))
+    if default is None:
+        default = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+    return f"{text} (env {ENV_PREFIX}{f.name.upper()}; default: {default})".lstrip()
+
+
 def _scalar_fields():
     return [f for f in fields(ServiceConfig) if f.name != "index"]
 
@@ -109,14 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
         description="Video-text retrieval service. Every flag can also be set as an environment variable "
-                    f"{ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}PORT=9000). With no model path and no data, it builds "
-                    "and serves the embedded synthetic demo library.")
+                    f"{ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}PORT=9000). With no --model-path and no --library it "
+                    "builds and serves the embedded synthetic demo library; --library DIR indexes a folder of your "
+                    "own videos and keeps watching it.")
     for f in _scalar_fields():
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_field_type(f), default=None,
-                            help=f"(env {ENV_PREFIX}{f.name.upper()}, default {f.default!r})"
-                            if not isinstance(f.default, Path) else f"(env {ENV_PREFIX}{f.name.upper()})")
+                            help=_help(f))
     parser.add_argument("--index-kind", default=None, choices=["auto", "flat", "ivfpq", "hnsw"],
-                        help=f"FAISS structure (env {ENV_PREFIX}INDEX_KIND, default auto)")
+                        help=f"FAISS structure; auto: exact (flat) for a small library, IVF-PQ above a size threshold "
+                             f"(env {ENV_PREFIX}INDEX_KIND; default: auto)")
     return parser
 
 
@@ -135,6 +203,6 @@ def config_from_args(argv: list[str] | None = None, environ: dict | None = None)
         if value is not None:
             values[f.name] = value
     kind = args.index_kind or environ.get(ENV_PREFIX + "INDEX_KIND") or "auto"
-    if "model_path" not in values:
+    if "model_path" not in values and "library" not in values:
         values.setdefault("embedded_default", True)
     return ServiceConfig(index=IndexConfig(kind=kind), **values)

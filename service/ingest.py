@@ -1,6 +1,10 @@
 """Adding videos to the library: admit the file (probe), queue a job that embeds its segments and stores them,
 and clean up what the service itself received when anything fails. The POST /videos route, the embedded demo
-library and bulk import all ingest through here."""
+library, the --library folder (service.folder_watch) and bulk import all ingest through here.
+
+Progress: a job body reports the fraction done after every batch of windows (GET /jobs/{id}); a caller that
+submits many files (bulk import, the library folder) follows `Job.status` for its own count, shown as a tqdm bar
+on a terminal (off with --no-progress, as every long command does) and as numbers in /healthz for the service."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -198,6 +198,17 @@ class AuthOut(BaseModel):
                                                                                        "request")
 
 
+class LibraryFolderOut(BaseModel):
+    """Progress of `--library DIR` (service.folder_watch)."""
+
+    folder: str
+    files_seen: int = Field(description="video files in the folder now")
+    indexed: int = Field(description="of those, in the library")
+    pending: int = Field(description="of those, waiting to settle, queued or being embedded")
+    failed: int = Field(description="of those, undecodable or refused (retried when the file changes)")
+    status: str = Field(description="scanning, indexing, watching, or failed: <reason>")
+
+
 class HealthOut(BaseModel):
     status: str
     videos: int
@@ -210,6 +221,7 @@ class HealthOut(BaseModel):
     scan_backend: str = Field(description="the selective-scan backend the video encoder runs on this machine: "
                                           "cpp (the compiled CPU kernel), torch (pure PyTorch), ref or cuda; "
                                           "\"error: ...\" when a forced backend cannot run here")
+    library: LibraryFolderOut | None = Field(None, description="with --library: how far indexing the folder got")
 
 
 class ErrorOut(BaseModel):

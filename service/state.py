@@ -29,6 +29,7 @@ class ServiceState:
     metrics: ServiceMetrics
     checkpointer: Checkpointer
     default_library: dict = field(default_factory=dict)  # progress of the embedded default, when it is built
+    library_folder: dict = field(default_factory=dict)  # progress of --library (service.folder_watch), when given
 
 
 def resolve_model_path(config: ServiceConfig) -> str:

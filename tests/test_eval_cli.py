@@ -83,14 +83,6 @@ def test_official_shaped_checkpoint_loads_with_no_extra_flags(msrvtt_root, tmp_p
     assert eight["meta"]["num_frames"] == 8 and eight["counts"]["videos_evaluated"] == 10
 
 
-def test_missing_checkpoint_is_a_clear_error(msrvtt_root, tmp_path, monkeypatch):
-    monkeypatch.setenv(cli.DEMO_MODEL_ENV, str(tmp_path / "no-demo-here"))
-    with pytest.raises(SystemExit, match="no --checkpoint given"):
-        cli.main(["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--cache-dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="does not exist"):
-        cli.main(["--bench", "msrvtt", "--data-root", str(msrvtt_root), "--checkpoint", str(tmp_path / "nope")])
-
-
 def test_tiny_model_builds_from_config():
     model, tokenizer = build_video_text_model(cli.tiny_config(4, 0))
     assert model.vision_encoder.patch_embed.img_size == 32 and tokenizer.cls_token_id == 101

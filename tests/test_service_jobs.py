@@ -47,3 +47,24 @@ def test_a_rejected_submission_leaves_no_record(tmp_path):
         manager.submit("path", "b.mp4", lambda progress: 2)
     assert list(JobManager(record_path=path).counts().values()) == [0, 0, 0, 1]
     assert JobManager(record_path=path).get(kept.id).source == "a.mp4"
+
+
+def test_an_ingestion_job_reports_progress_after_every_batch_of_windows(tmp_path):
+    """A 6 s video cut into 2 s windows every 0.5 s is 9 windows, embedded 4 at a time: GET /jobs/{id} sees the
+    progress rise three times before the job is done."""
+    from service import ingest
+    from service.config import ServiceConfig
+    from service.state import build_state
+    from test_service_helpers import save_tiny_model, write_clip
+
+    config = ServiceConfig(data_dir=tmp_path / "data", model_path=str(save_tiny_model(tmp_path / "model")),
+                           segment_window=2.0, segment_stride=0.5)
+    state = build_state(config)
+    bodies = []
+    state.jobs.submit = lambda kind, source, body: bodies.append(body)  # run the job body here, not in the worker
+    ingest.submit(state, write_clip(tmp_path / "long.mp4", seconds=6.0, seed=0), {}, None, "path", "long.mp4")
+    seen = []
+    video_id = bodies[0](seen.append)
+    assert len(state.store.get_video(video_id).segments) == 9
+    assert len(seen) == 3 and 0 < seen[0] < seen[1] < seen[2] < 1  # 1.0 is the job manager's, once stored
+    state.store.close()

@@ -179,7 +179,8 @@ def test_long_videos_have_the_asked_duration(corpus):
 
 
 def test_cli_arguments_and_validation(tmp_path):
-    cfg = parse_args(["--out", str(tmp_path), "--size", "48", "--fps", "12", "--didemo-seconds", "20", "30"])
-    assert (cfg.size, cfg.fps, cfg.didemo_seconds) == (48, 12.0, (20.0, 30.0))
+    cfg, progress = parse_args(["--out", str(tmp_path), "--size", "48", "--fps", "12", "--didemo-seconds", "20", "30"])
+    assert (cfg.size, cfg.fps, cfg.didemo_seconds, progress) == (48, 12.0, (20.0, 30.0), True)
+    assert not parse_args(["--out", str(tmp_path), "--no-progress"])[1]
     with pytest.raises(ValueError, match="size"):
         SynthConfig(out=str(tmp_path), size=33)

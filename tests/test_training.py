@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from training.checkpointing import Checkpointer
-from training.config import TrainConfig, load_config, merge, parse_override
+from training.config import ConfigError, TrainConfig, load_config, merge, parse_override
 from training.sampler import ShardedBatchSampler
 from training.loop import Trainer, weighted_total
 from training.meta_loader import MetaLoader
@@ -104,14 +104,19 @@ def test_config_layers_stage_defaults_yaml_and_overrides(tmp_path):
 
 
 def test_config_rejects_bad_keys_and_values(tmp_path):
-    with pytest.raises(KeyError, match="optim.lrr"):
+    with pytest.raises(ConfigError, match="optim.lrr"):
         load_config(overrides=[parse_override("optim.lrr=1")])
     with pytest.raises(ValueError, match="data.name"):
         load_config(overrides=[parse_override("data.name=kinetics")])
     with pytest.raises(ValueError, match="data.batch_size"):
         load_config(overrides=[parse_override("data.batch_size=2.5")])
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(str(tmp_path / "nope.yaml"))
+    (tmp_path / "typo.yaml").write_text("optim: {lr: 1.0e-4, epochs: 1}\ndata: {batch_sise: 2}\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml.*unknown config key 'data.batch_sise'; valid here: .*batch_size"):
+        load_config(str(tmp_path / "typo.yaml"))
+    with pytest.raises(ConfigError, match="'optim.lr' expects a float, got 'fast'"):
+        load_config(overrides=[parse_override("optim.lr=fast")])
 
 
 # ---- optimizer and schedule -----------------------------------------------------------------------

@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from encoders.checkpoint import CheckpointError
 from encoders.video_text import (VideoTextConfig, VideoTextModel, build_video_text_model, load_video_text_model,
                                  official_config, save_pretrained)
 
@@ -242,8 +243,20 @@ def test_load_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model directory"):
         load_video_text_model(str(tmp_path / "nothing"))
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
         load_video_text_model(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="format_version None"):
+        load_video_text_model(str(tmp_path))
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        load_video_text_model(str(tmp_path))
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.pth is not a PyTorch checkpoint"):
+        load_video_text_model(str(tmp_path / "notes.pth"))
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="holds a list"):
+        load_video_text_model(str(tmp_path / "list.pth"))
     with pytest.raises(ValueError, match="unknown VideoTextConfig fields"):
         VideoTextConfig.from_dict({"vision": "x"})
 

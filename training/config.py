@@ -15,11 +15,19 @@ from training.masking import MASK_TYPES
 DATA_CHOICES = ("webvid", "cc3m", "5m", "synth")
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run: an unknown key (named with its dotted path), a value of the wrong type or
+    range, an unreadable YAML file. Command lines print the message as it is."""
+
+
 @dataclass
 class DataConfig:
     name: str = "webvid"  # webvid | cc3m | 5m (webvid videos + cc3m images) | synth
-    root: str = "data"  # corpus folder (or folder holding webvid/ and cc3m/ for the 5m mix)
+    root: str = "data"  # corpus folder, searched as retrieval.sources says (for the 5m mix: both corpora's)
     split: str = "train"
+    annotation: str = ""  # an annotation file (JSON, or WebVid's CSV) instead of the one found under root
+    media_dir: str = ""  # the folder of that annotation's videos or images ("" = found beside it)
+    shards: str = ""  # WebDataset shards instead: a brace pattern, a folder or a .txt list of paths or URLs
     num_frames: int = 8
     image_size: int = 224
     batch_size: int = 64  # video clips per rank per step
@@ -113,17 +121,22 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
                 return True
             if value.lower() in ("0", "false", "no"):
                 return False
-            raise ValueError(f"config key {key!r} expects a boolean, got {value!r}")
+            raise ConfigError(f"config key {key!r} expects a boolean, got {value!r}")
         return bool(value)
-    if isinstance(current, tuple):
-        items = yaml.safe_load(value) if isinstance(value, str) else value
-        return tuple(float(v) for v in items)
-    if isinstance(current, float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(current, int) and not isinstance(value, bool):
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"config key {key!r} expects an integer, got {value!r}")
-        return int(value)
+    try:
+        if isinstance(current, tuple):
+            items = yaml.safe_load(value) if isinstance(value, str) else value
+            return tuple(float(v) for v in items)
+        if isinstance(current, float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(current, int) and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+            return int(value)
+    except (TypeError, ValueError, yaml.YAMLError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"config key {key!r} expects a {type(current).__name__}, got {value!r}") from None
     if isinstance(current, str):
         return str(value)
     return value
@@ -135,11 +148,11 @@ def merge(cfg: Any, updates: dict[str, Any], prefix: str = "") -> Any:
     for key, value in updates.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            raise KeyError(f"unknown config key {dotted!r}; valid here: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config key {dotted!r}; valid here: {', '.join(sorted(names))}")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {dotted!r} is a section; give a mapping, got {value!r}")
+                raise ConfigError(f"config key {dotted!r} is a section; give a mapping, got {value!r}")
             merge(current, value, prefix=f"{dotted}.")
         elif isinstance(current, dict):
             setattr(cfg, key, {**current, **(value or {})})
@@ -151,9 +164,12 @@ def merge(cfg: Any, updates: dict[str, Any], prefix: str = "") -> Any:
 def parse_override(text: str) -> dict[str, Any]:
     """`optim.lr=1e-4` -> {"optim": {"lr": 1e-4}} (the value is parsed as YAML)."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like section.key=value")
+        raise ConfigError(f"override {text!r} must look like section.key=value")
     path, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
     for part in reversed(path.strip().split(".")):
         value = {part: value}
     return value
@@ -166,13 +182,21 @@ def load_config(path: str | None = None, overrides: list[dict[str, Any]] | None 
     if path:
         file = Path(path)
         if not file.is_file():
-            raise FileNotFoundError(f"config file {path!r} does not exist")
-        file_values = yaml.safe_load(file.read_text()) or {}
+            raise ConfigError(f"config file {path!r} does not exist (examples: training/configs/*.yaml)")
+        try:
+            file_values = yaml.safe_load(file.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path!r} is not valid YAML ({exc})") from None
         if not isinstance(file_values, dict):
-            raise ValueError(f"config file {path!r} must hold a mapping at top level")
-    chosen_stage = stage if stage is not None else int(file_values.get("stage", TrainConfig.stage))
+            raise ConfigError(f"config file {path!r} must hold a mapping at top level")
+    chosen_stage = stage if stage is not None else file_values.get("stage", TrainConfig.stage)
+    if chosen_stage not in (1, 2):
+        raise ConfigError(f"stage must be 1 or 2, got {chosen_stage!r}")
     cfg = merge(TrainConfig(stage=chosen_stage), stage_defaults(chosen_stage))
-    merge(cfg, file_values)
+    try:
+        merge(cfg, file_values)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path!r}: {exc}") from None
     for update in overrides or []:
         merge(cfg, update)
     if stage is not None:
@@ -183,24 +207,29 @@ def load_config(path: str | None = None, overrides: list[dict[str, Any]] | None 
 
 def validate(cfg: TrainConfig) -> None:
     if cfg.stage not in (1, 2):
-        raise ValueError(f"stage must be 1 or 2, got {cfg.stage}")
+        raise ConfigError(f"stage must be 1 or 2, got {cfg.stage}")
     objective = cfg.objective
     for name, allowed in (("mask_type", MASK_TYPES), ("uta_norm_type", UTA_NORM_TYPES),
                           ("uta_loss_type", UTA_LOSS_TYPES)):
         if getattr(objective, name) not in allowed:
-            raise ValueError(f"objective.{name} must be one of {allowed}, got {getattr(objective, name)!r}")
+            raise ConfigError(f"objective.{name} must be one of {allowed}, got {getattr(objective, name)!r}")
     if cfg.data.name not in DATA_CHOICES:
-        raise ValueError(f"data.name must be one of {DATA_CHOICES}, got {cfg.data.name!r}")
+        raise ConfigError(f"data.name must be one of {DATA_CHOICES}, got {cfg.data.name!r}")
+    if cfg.data.name == "5m" and (cfg.data.annotation or cfg.data.media_dir or cfg.data.shards):
+        raise ConfigError("data.annotation, data.media_dir and data.shards name one corpus's data; the 5m mix finds "
+                          "webvid's and cc3m's under data.root (see retrieval/sources.py)")
+    if cfg.data.annotation and cfg.data.shards:
+        raise ConfigError("give data.annotation or data.shards, not both")
     if cfg.data.batch_size < 1 or cfg.data.image_batch_size < 1:
-        raise ValueError("data.batch_size and data.image_batch_size must be >= 1")
+        raise ConfigError("data.batch_size and data.image_batch_size must be >= 1")
     if cfg.optim.lr <= 0:
-        raise ValueError(f"optim.lr must be positive, got {cfg.optim.lr}")
+        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
     if cfg.optim.epochs <= 0 and cfg.optim.max_steps <= 0:
-        raise ValueError("set optim.epochs > 0 or optim.max_steps > 0")
+        raise ConfigError("set optim.epochs > 0 or optim.max_steps > 0")
     if cfg.keep_last < 1:
-        raise ValueError(f"keep_last must be >= 1, got {cfg.keep_last}")
+        raise ConfigError(f"keep_last must be >= 1, got {cfg.keep_last}")
     if cfg.save_every < 1:
-        raise ValueError(f"save_every must be >= 1, got {cfg.save_every}")
+        raise ConfigError(f"save_every must be >= 1, got {cfg.save_every}")
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from encoders.video_text import Tokenize, make_tokenize, save_pretrained
 from retrieval import eval as eval_cli
+from retrieval.cli import positive_int, user_errors
 from retrieval.corpora import load_pairs
 from retrieval.datasets import VideoTextTrainDataset
 from retrieval.distributed import init_distributed, rank_world
@@ -49,16 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.prog, p.description = "python -m training.finetune", __doc__
     t = p.add_argument_group("fine-tuning")
     t.add_argument("--synth-train-videos", type=int, default=0,
-                   help="videos of a generated synthetic train split (without --data-root; 0: the generator's)")
-    t.add_argument("--epochs", type=float, default=2.0)
-    t.add_argument("--lr", type=float, default=1e-5)
-    t.add_argument("--weight-decay", type=float, default=0.02)
-    t.add_argument("--warmup-epochs", type=float, default=0.2)
-    t.add_argument("--train-batch-size", type=int, default=64)
-    t.add_argument("--max-steps", type=int, default=0)
+                   help="videos of a generated synthetic train split (without --data-root; default 0: the "
+                   "generator's, e.g. 5000 for msrvtt)")
+    t.add_argument("--epochs", type=float, default=2.0, help="default: 2, as the official configs")
+    t.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default: 1e-5)")
+    t.add_argument("--weight-decay", type=float, default=0.02, help="default: 0.02")
+    t.add_argument("--warmup-epochs", type=float, default=0.2, help="cosine schedule warmup (default: 0.2)")
+    t.add_argument("--train-batch-size", type=positive_int, default=64,
+                   help="training clips per rank per step (default: 64)")
+    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (default: 0, no limit)")
     t.add_argument("--no-augment", action="store_true",
                    help="no crop/flip (for captions that name directions or sizes, e.g. the synthetic splits)")
-    t.add_argument("--output-dir", default="runs/finetune", help="fine-tuning checkpoints and the tuned model")
+    t.add_argument("--output-dir", default="runs/finetune",
+                   help="fine-tuning checkpoints and the tuned model (default: runs/finetune)")
     return p
 
 
@@ -107,9 +111,18 @@ def finetune(model: nn.Module, train_set: Dataset, tokenize: Tokenize, cfg: Fine
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    no_download = (f"omit --data-root and synthetic {args.bench} train and test splits are generated "
+                   f"(python -m training.finetune --bench {args.bench})")
+    with user_errors(parser, no_download=no_download):
+        return run_finetune(args)
+
+
+def run_finetune(args: argparse.Namespace) -> dict:
+    """Fine-tune as the parsed command line says, then evaluate."""
     run = eval_cli.set_up(args, train_videos=args.synth_train_videos)
-    pairs = load_pairs(args.bench, run.data_root, "train")
+    pairs = load_pairs(args.bench, run.data_root, "train", require_media=True)
     train_set = VideoTextTrainDataset(pairs, num_frames=run.clips.num_frames, size=run.clips.image_size,
                                       augment=not args.no_augment)
     epoch_protocol = dataclasses.replace(run.protocol, split_across_ranks=False, progress=False)

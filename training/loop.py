@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.checkpointing import Checkpointer, rng_state, set_rng_state
-from training.config import TrainConfig, from_dict, to_dict
+from training.config import ConfigError, TrainConfig, from_dict, to_dict
 from retrieval.distributed import DistInfo, all_gather_object, all_reduce_mean, barrier
 from training.meta_loader import MetaLoader
 from training.optim import CosineWarmup, build_optimizer
@@ -129,11 +129,11 @@ class Trainer:
         ckpt = Checkpointer.load(path, map_location=self.dist.device)
         saved = from_dict(ckpt["config"])
         if saved.data.batch_size != self.cfg.data.batch_size or saved.seed != self.cfg.seed:
-            raise ValueError(f"checkpoint {str(path)!r} was written with batch_size={saved.data.batch_size}, "
+            raise ConfigError(f"checkpoint {str(path)!r} was written with batch_size={saved.data.batch_size}, "
                              f"seed={saved.seed}; this run has {self.cfg.data.batch_size}, {self.cfg.seed}: "
                              "the data order would not continue")
         if len(ckpt["rng"]) != self.dist.world_size:
-            raise ValueError(f"checkpoint {str(path)!r} was written by {len(ckpt['rng'])} ranks; this run has "
+            raise ConfigError(f"checkpoint {str(path)!r} was written by {len(ckpt['rng'])} ranks; this run has "
                              f"{self.dist.world_size}, so per-rank data shards and RNG cannot continue exactly")
         unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -186,8 +186,7 @@ class Trainer:
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
         bar = tqdm(total=self.total_steps, initial=state.step, disable=not (self.progress and self.dist.is_main),
                    dynamic_ncols=True, desc=f"stage {cfg.stage}")
-        clips_per_step = {name: loader.batch_sampler.batch_size * self.dist.world_size
-                          for name, loader in self.loader.loaders.items()}
+        clips_per_step = {name: self.loader.batch_size(name) * self.dist.world_size for name in self.loader.names}
         try:
             while state.step < end:
                 for name, batch in self.loader.epoch(state.epoch, start=state.pos):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from encoders.bert import BertForMaskedLMFusion, build_text_encoder
-from encoders.checkpoint import checkpoint_filter_fn, convert_official_video_text
+from encoders.checkpoint import CheckpointError, checkpoint_filter_fn, convert_official_video_text
 from encoders.clip_teacher import build_teacher
 from encoders.registry import create_model
 from encoders.video_text.config import VideoTextConfig
@@ -125,6 +125,6 @@ class VideoTextModel(nn.Module):
         bad = [f"{k}: checkpoint {tuple(renamed[k].shape)} vs model {tuple(own[k].shape)}"
                for k in own if k in renamed and renamed[k].shape != own[k].shape]
         if missing or unexpected or bad:
-            raise ValueError(f"checkpoint does not fit this VideoTextModel: {len(missing)} missing {missing[:8]}, "
+            raise CheckpointError(f"checkpoint does not fit this VideoTextModel: {len(missing)} missing {missing[:8]}, "
                              f"{len(unexpected)} unexpected {unexpected[:8]}, shape mismatches {bad[:8]}")
         self.load_state_dict(renamed)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from encoders.bert import BertForMaskedLMFusion, pretrained_text_state_dict, resolve_text_source
+from encoders.checkpoint import CheckpointError, torch_load
 from encoders.video_text.config import VideoTextConfig, official_config
 from encoders.video_text.model import VideoTextModel
 from encoders.video_text.tokenize import tokenizer_for
@@ -70,9 +71,13 @@ def load_video_text_model(path: str, map_location: str | torch.device = "cpu", w
         model = _load_saved(path, overrides)
         tokenizer = tokenizer_for(model.cfg.text_encoder, path)
     elif os.path.isfile(path):
+        state = torch_load(path, weights_only)  # before building the model: a wrong file fails fast
         cfg = official_config(**overrides)
         model = VideoTextModel(cfg)
-        model.load_official_state_dict(torch.load(path, map_location="cpu", weights_only=weights_only))
+        try:
+            model.load_official_state_dict(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
         tokenizer = tokenizer_for(cfg.text_encoder)
     else:
         raise FileNotFoundError(f"no model directory or checkpoint file at {path!r}")
@@ -136,13 +141,17 @@ def _set_special_ids(model: VideoTextModel, tokenizer) -> None:
 def read_saved_config(directory: str) -> dict[str, Any]:
     """The stored config.json of a saved model, upgraded to the current format."""
     config_file = os.path.join(directory, CONFIG_NAME)
-    with open(config_file) as f:
-        meta = json.load(f)
-    version = meta.get("format_version")
+    try:
+        with open(config_file) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_file} is not valid JSON ({exc})") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
     if version == 1:
         meta["config"] = {k: v for k, v in meta["config"].items() if k not in FORMAT_1_TRAINING_FIELDS}
     elif version != FORMAT_VERSION:
-        raise ValueError(f"{config_file}: format_version {version!r}, expected 1 or {FORMAT_VERSION}")
+        raise CheckpointError(f"{config_file}: format_version {version!r}, expected 1 or {FORMAT_VERSION} (is it a "
+                              "folder written by save_pretrained?)")
     return meta
 
 
@@ -152,7 +161,8 @@ def _load_saved(directory: str, overrides: dict[str, Any]) -> VideoTextModel:
     config_file, weights_file = os.path.join(directory, CONFIG_NAME), os.path.join(directory, WEIGHTS_NAME)
     for f in (config_file, weights_file):
         if not os.path.isfile(f):
-            raise FileNotFoundError(f"{directory!r} is not a saved VideoTextModel: {os.path.basename(f)} is missing")
+            raise CheckpointError(f"{directory!r} is not a saved VideoTextModel: {os.path.basename(f)} is missing "
+                                  "(a model folder is what save_pretrained or training writes as <output>/model)")
     meta = read_saved_config(directory)
     cfg_dict = {**meta["config"], **overrides}
     from_package = set(meta["filled_from_package"])
@@ -161,7 +171,10 @@ def _load_saved(directory: str, overrides: dict[str, Any]) -> VideoTextModel:
     cfg = VideoTextConfig.from_dict({**cfg_dict,
                                      "teacher_path": cfg_dict["teacher_path"] if keep_teacher_path else None})
     model = VideoTextModel(cfg)
-    stored = load_file(weights_file)
+    try:
+        stored = load_file(weights_file)
+    except Exception as exc:  # safetensors raises its own SafetensorError for a damaged file
+        raise CheckpointError(f"{weights_file} is not a readable .safetensors file ({exc})") from None
     if model.clip_teacher is None:
         stored = {k: v for k, v in stored.items() if not k.startswith("clip_teacher.")}
     own = model.state_dict()
@@ -171,6 +184,6 @@ def _load_saved(directory: str, overrides: dict[str, Any]) -> VideoTextModel:
         covered |= {k for k in own if k.startswith("clip_teacher.")}
     missing, unexpected = sorted(set(own) - covered), sorted(set(stored) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{weights_file} does not fit its config: missing {missing[:8]}, unexpected {unexpected[:8]}")
+        raise CheckpointError(f"{weights_file} does not fit its config: missing {missing[:8]}, unexpected {unexpected[:8]}")
     model.load_state_dict(stored, strict=False)
     return model

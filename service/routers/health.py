@@ -22,7 +22,8 @@ def healthz(state: ServiceState = Depends(get_state), x_api_key: str | None = He
     return HealthOut(status="ok", videos=state.library.num_videos(), texts=state.library.num_texts(),
                      dim=state.library.dim, index=state.library.health(), jobs=state.jobs.counts(),
                      default_library=library.get("status"), auth=auth,
-                     scan_backend=state.embedder.scan_backend)
+                     scan_backend=state.embedder.scan_backend,
+                     library=state.library_folder or None)
 
 
 @router.get("/metrics", response_class=Response)
