@@ -38,9 +38,13 @@ class _File:
 
 def indexed_paths(state: ServiceState) -> set[str]:
     """Absolute paths of the videos in the library (the watcher's one question to the index)."""
-    db = state.store.db
-    video_ids = {video for video, _, _ in db.segment_owners(db.ids("segments")).values()}
-    return {record.path for record in db.get_videos(video_ids, with_segments=False).values()}
+    paths, offset = set(), 0
+    while True:
+        page, total = state.library.list_videos(None, offset, 1000)
+        paths.update(record.path for record in page)
+        offset += len(page)
+        if not page or offset >= total:
+            return paths
 
 
 class FolderWatcher:

@@ -65,6 +65,6 @@ def test_an_ingestion_job_reports_progress_after_every_batch_of_windows(tmp_path
     ingest.submit(state, write_clip(tmp_path / "long.mp4", seconds=6.0, seed=0), {}, None, "path", "long.mp4")
     seen = []
     video_id = bodies[0](seen.append)
-    assert len(state.store.get_video(video_id).segments) == 9
+    assert len(state.library.get_video(video_id).segments) == 9
     assert len(seen) == 3 and 0 < seen[0] < seen[1] < seen[2] < 1  # 1.0 is the job manager's, once stored
-    state.store.close()
+    state.library.close()
