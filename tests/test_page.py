@@ -4,7 +4,6 @@ key that protects reads too, for the key, uploads, jobs and deletion. Also what 
 its assets served with nothing from elsewhere, /healthz's auth, the key cookie for reads, GET /fields.
 
 VMR_UPDATE_SCREENSHOTS=1 copies the screenshots taken here to docs/ (otherwise they stay in a temp dir)."""
-import json
 import os
 import re
 import shutil
