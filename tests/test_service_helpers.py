@@ -40,6 +40,16 @@ def write_clip(path: Path, seconds: float, seed: int, fps: float = 8.0, size: in
     return path
 
 
+def corrupt_first_frame(src: Path, dst: Path) -> Path:
+    """A copy of an MP4 whose headers are intact but whose first frame's data is garbage: decord opens it, then
+    fails decoding frame 0."""
+    data = bytearray(src.read_bytes())
+    payload = data.find(b"mdat") + 4
+    data[payload:payload + 4] = b"\x7f" * 4
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
