@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from index.filters import BUILTIN, Filter, to_sql
-from index.records import MAX_TITLE_CHARS, NewVideo, Segment, TextRecord, VideoRecord, check_fields
+from index.records import NewVideo, Segment, TextRecord, VideoRecord, check_fields, check_title
 
 SCHEMA_VERSION = 2
 _VIDEOS_TABLE = """CREATE TABLE IF NOT EXISTS videos (
@@ -142,7 +142,7 @@ class MetadataDB:
                 raise ValueError(f"need one vector per segment and at least one segment, got {len(item.spans)} "
                                  f"spans and {len(item.vectors)} vectors")
             fields = check_fields(item.fields)
-            title = _check_title(item.title)
+            title = check_title(item.title)
             rows.append((item, json.dumps(fields, ensure_ascii=False), title, [self._blob(v) for v in item.vectors]))
         out = []
         with self._tx() as c:
@@ -266,7 +266,7 @@ class MetadataDB:
             raise ValueError(f"got {len(texts)} texts for {len(vectors)} vectors")
         fields = [check_fields(f) for f in (fields or [{}] * len(texts))]
         for text in texts:
-            _check_title(text)
+            check_title(text)
         blobs = [self._blob(v) for v in vectors]
         with self._tx() as c:
             ids = [c.execute("INSERT INTO texts (text, fields, vector) VALUES (?, ?, ?)",
@@ -274,6 +274,30 @@ class MetadataDB:
                    for t, f, b in zip(texts, fields, blobs)]
             self._bump(c, "texts")
         return ids
+
+    def replace_text_vectors(self, ids: list[int], vectors) -> None:
+        """New vectors for stored captions; the generation they were replaced at is recorded, so that a FAISS
+        checkpoint older than it (which holds the same ids with the old vectors) is rebuilt, not caught up."""
+        if len(ids) != len(vectors):
+            raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors")
+        blobs = [self._blob(v) for v in vectors]
+        with self._tx() as c:
+            for tid, blob in zip(ids, blobs):
+                if c.execute("UPDATE texts SET vector=? WHERE id=?", (blob, int(tid))).rowcount != 1:
+                    raise KeyError(f"no text with id {tid}")
+            self._bump(c, "texts")
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('replaced:texts', (SELECT value FROM meta WHERE "
+                      "key='generation:texts'))")
+
+    def replaced_at(self, collection: str) -> int:
+        """The generation at which vectors of `collection` were last replaced in place (0: never)."""
+        return int(self.get_meta(f"replaced:{collection}") or 0)
+
+    def list_texts(self, offset: int, limit: int) -> list[TextRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT id, text, fields FROM texts ORDER BY id LIMIT ? OFFSET ?",
+                                      (limit, offset)).fetchall()
+        return [TextRecord(tid, text, json.loads(fields)) for tid, text, fields in rows]
 
     def get_texts(self, text_ids) -> dict[int, TextRecord]:
         ids = [int(i) for i in text_ids]
@@ -320,16 +344,6 @@ _VIDEO_COLUMNS = "id, path, title, duration, fields, created, content_hash"
 def _record(row) -> VideoRecord:
     vid, path, title, duration, fields, created, content_hash = row
     return VideoRecord(vid, path, duration, title, json.loads(fields), created, content_hash)
-
-
-def _check_title(title: str) -> str:
-    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
-        raise ValueError(f"a title or text is a string of at most {MAX_TITLE_CHARS} characters")
-    try:
-        title.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(f"a title or text cannot be stored: {err}") from None
-    return title
 
 
 def _words(path: str, fields: dict) -> str:
