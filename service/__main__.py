@@ -1,24 +1,30 @@
-"""`python -m service`: serve the retrieval API with uvicorn (see `python -m service --help`)."""
+"""`python -m service`: serve the retrieval API (see `python -m service --help`); `python -m service COMMAND ...`
+runs one of COMMANDS instead."""
 from __future__ import annotations
 
 import logging
 import sys
 
-import uvicorn
-
+from service import reindex
 from service.app import create_app
 from service.config import config_from_args
+from service.server import serve
+
+COMMANDS = {"reindex": reindex.main}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     try:
         config = config_from_args(argv)
         app = create_app(config)
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m service: {err}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=30)
+    serve(app, config)
     return 0
 
 

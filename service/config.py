@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from index import IndexConfig
 
 ENV_PREFIX = "VMR_"
+API_KEY = re.compile(r"[!-~]{8,}")  # what an HTTP header carries unchanged: no spaces, nothing to strip or decode
 
 
 @dataclass
@@ -22,14 +24,21 @@ class ServiceConfig:
     api_key: str | None = None  # protects every write endpoint; None: writes open (only allowed on loopback)
     protect_reads: bool = False  # also require the key for reads
     embedded_default: bool = False  # generate and index the synthetic demo library when the data dir is empty
-    # bounds on requests
-    max_upload_mb: float = 200.0
+    # bounds on requests, checked before the work they would cost (docs/security.md)
+    max_upload_mb: float = 200.0  # a multipart body (an upload)
+    max_json_mb: float = 4.0  # any other body
     max_k: int = 100
     max_query_chars: int = 512
     max_moments_per_video: int = 10
     max_page_depth: int = 1000  # the deepest result a page token may start at
     max_video_seconds: float = 3 * 3600.0
+    max_frame_pixels: int = 4096 * 2160  # width x height of a video's frames or an image, read before decoding
+    max_video_frames: int = 1_000_000
     max_texts_per_request: int = 1000
+    max_concurrent_uploads: int = 2  # requests carrying a file, per route, at once; more answer 503
+    max_concurrent_requests: int = 64  # other requests, per route, at once; more answer 503
+    header_timeout_s: float = 10.0  # a connection that has not sent a whole request head by then is closed
+    body_timeout_s: float = 30.0  # a body must arrive within this, plus a second for every 16 KiB received
     # how videos are cut and embedded
     segment_window: float = 8.0
     segment_stride: float = 4.0
@@ -56,10 +65,17 @@ class ServiceConfig:
         if self.api_key is None and not _is_loopback(self.host):
             raise ValueError(f"serving on {self.host} (not loopback) needs an API key: pass --api-key or set "
                              f"{ENV_PREFIX}API_KEY")
+        if self.api_key is not None and not API_KEY.fullmatch(self.api_key):
+            raise ValueError("the API key must be at least 8 printable ASCII characters without spaces (for "
+                             "instance: openssl rand -hex 32)")
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 1024 * 1024)
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,8 +9,10 @@ from service.config import ServiceConfig
 from service.schemas import ErrorOut
 
 ERROR_STATUSES = {"400": "bad input", "401": "API key missing", "403": "wrong API key or path outside the media root",
-                  "404": "no such video, job or file", "413": "body, upload or video too large",
-                  "422": "invalid request", "503": "overloaded: retry shortly"}
+                  "404": "no such video, job or file", "408": "the request body did not arrive in time",
+                  "409": "the file is already a video of the library", "413": "body, upload or video too large",
+                  "415": "a still image where a video is needed, or a body of another type",
+                  "422": "invalid request", "500": "internal error", "503": "overloaded: retry shortly"}
 
 
 def install(app: FastAPI, config: ServiceConfig) -> None:

@@ -15,7 +15,7 @@ from index.search import SORT_FIELDS, Page, Query, VideoResult, search
 from media import VideoDecodeError
 from service import pages
 from service.config import ServiceConfig
-from service.errors import NotFound, Unprocessable
+from service.errors import NotFound, ServiceError, Unprocessable
 from service.schemas import ExampleMoment, SearchOptions, SearchRequest
 from service.uploads import probe
 
@@ -31,10 +31,16 @@ class PlannedSearch:
 
 
 def check_text(config: ServiceConfig, text: str, name: str = "query") -> None:
+    """A text to embed (a query, a caption): not blank, within the length limit, and valid Unicode (the tokenizer
+    and the library take nothing else)."""
     if len(text) > config.max_query_chars:
         raise Unprocessable(f"{name} is {len(text)} characters long; the limit is {config.max_query_chars}")
     if not text.strip():
         raise Unprocessable(f"{name} is blank")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Unprocessable(f"{name} is not valid Unicode (it holds a lone surrogate)") from None
 
 
 def plan(config: ServiceConfig, library: Library, req: SearchOptions, example_vector: np.ndarray | None = None,
@@ -117,18 +123,21 @@ def example_moment_vector(library: Library, example: ExampleMoment) -> np.ndarra
     return pool_segments(vectors[inside])
 
 
-def rerank(embedder: Embedder, text: str, results: list[VideoResult]) -> list[tuple[VideoResult, float | None]]:
-    """A page's results re-scored by the matching head on each one's best moment, highest first; results whose
-    file can no longer be decoded keep their order after the scored ones."""
+def rerank(embedder: Embedder, config: ServiceConfig, text: str,
+           results: list[VideoResult]) -> list[tuple[VideoResult, float | None]]:
+    """A page's results re-scored by the matching head on each one's best moment, highest first. A file is probed
+    against the limits again before it is decoded (it may have been replaced on disk); results whose file is gone,
+    undecodable or now over a limit keep their order after the scored ones."""
     clips, scored, unscored = [], [], []
     for result in results:
         moment = result.moments[0] if result.moments else None
         try:
             if moment is None:
                 raise VideoDecodeError(result.video.path, "no moment")
+            probe(Path(result.video.path), config, f"video {result.video.id}")
             clips.append(embedder.load_clip(result.video.path, moment.start, moment.end))
             scored.append(result)
-        except (VideoDecodeError, OSError):
+        except (VideoDecodeError, ServiceError, OSError):
             unscored.append((result, None))
     if not scored:
         return unscored
@@ -136,10 +145,12 @@ def rerank(embedder: Embedder, text: str, results: list[VideoResult]) -> list[tu
     return sorted(zip(scored, logits.tolist()), key=lambda p: -p[1]) + unscored
 
 
-def embed_example(embedder: Embedder, config: ServiceConfig, path: Path, name: str) -> VideoEmbedding:
-    """Segment vectors of an uploaded query image or clip; the file is removed afterwards whatever happens."""
+def embed_example(embedder: Embedder, config: ServiceConfig, path: Path, name: str,
+                  still: bool = False) -> VideoEmbedding:
+    """Segment vectors of an uploaded query clip (or, with `still`, image); the file is removed afterwards whatever
+    happens."""
     try:
-        probe(path, config.max_video_seconds, name)
+        probe(path, config, name, still)
         return embedder.embed_video(path, config.segment_window, config.segment_stride)
     finally:
         path.unlink(missing_ok=True)

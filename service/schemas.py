@@ -1,5 +1,5 @@
 """Request and response bodies (pydantic v2). Limits that depend on the configuration (k, query length, moments
-per video, page depth) are checked by `service.limits` and written into the OpenAPI schema by `service.openapi`."""
+per video, page depth) are checked by `service.queries` and written into the OpenAPI schema by `service.openapi`."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -164,6 +164,10 @@ class EmbedOut(BaseModel):
                                                                  "were averaged")
 
 
+class LiveOut(BaseModel):
+    status: Literal["ok"]
+
+
 class HealthOut(BaseModel):
     status: str
     videos: int
@@ -172,6 +176,9 @@ class HealthOut(BaseModel):
     index: dict[str, str]
     jobs: dict[str, int]
     default_library: str | None = None
+    model_fingerprint: str = Field(description="of the model that made the library's vectors (see reindex)")
+    cleaned_at_start: dict[str, int] = Field(description="files that belonged to no video, removed at start, by "
+                                                         "kind: uploads, thumbnails, temporary")
 
 
 class ErrorOut(BaseModel):

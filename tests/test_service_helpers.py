@@ -17,13 +17,13 @@ API_KEY = "test-key"
 WRITE = {"X-API-Key": API_KEY}
 
 
-def save_tiny_model(directory: Path) -> Path:
+def save_tiny_model(directory: Path, seed: int = 0) -> Path:
     """A random VideoTextModel small enough to embed a clip in milliseconds (32×32 frames, 4 frames, 32-d)."""
     import torch
 
     from encoders.video_text import VideoTextConfig, build_video_text_model, save_pretrained
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model, _ = build_video_text_model(VideoTextConfig(text_layers=1, fusion_layers=1, embed_dim=32, mlm=False))
     save_pretrained(model, str(directory), only_changed=True)
     return directory
@@ -78,7 +78,7 @@ class Service:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/livez", timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
