@@ -36,7 +36,7 @@ class ServiceConfig:
     max_video_frames: int = 1_000_000
     max_texts_per_request: int = 1000
     max_concurrent_uploads: int = 2  # requests carrying a file, per route, at once; more answer 503
-    max_concurrent_requests: int = 64  # other requests, per route, at once; more answer 503
+    max_concurrent_requests: int = 256  # other requests, per route, at once; more answer 503
     header_timeout_s: float = 10.0  # a connection that has not sent a whole request head by then is closed
     body_timeout_s: float = 30.0  # a body must arrive within this, plus a second for every 16 KiB received
     # how videos are cut and embedded

@@ -46,7 +46,9 @@ def _limits(doc: dict, config: ServiceConfig) -> None:
                     param["schema"]["maximum"] = config.max_k
             if "requestBody" in operation and "multipart/form-data" in operation["requestBody"].get("content", {}):
                 operation["description"] = (operation.get("description") or "") + \
-                    f"\n\nUploads are limited to {config.max_upload_bytes} bytes and {config.max_video_seconds:.0f} s."
+                    f"\n\nUploads are limited to {config.max_upload_bytes} bytes, {config.max_video_seconds:.0f} s, " \
+                    f"{config.max_video_frames} frames and {config.max_frame_pixels} pixels a frame; " \
+                    f"{config.max_concurrent_uploads} at once on this route."
 
 
 def _errors(doc: dict) -> None:
