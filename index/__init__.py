@@ -4,7 +4,7 @@ from index.backend import Library
 from index.faiss_index import IndexConfig, VectorIndex
 from index.faiss_library import FaissLibrary
 from index.filters import Filter, parse_filter
-from index.records import NewVideo, Segment, TextHit, TextRecord, VideoHit, VideoRecord, check_fields
+from index.records import NewVideo, Segment, TextHit, TextRecord, VideoHit, VideoRecord, check_fields, check_title
 
 __all__ = ["Library", "IndexConfig", "VectorIndex", "FaissLibrary", "Filter", "parse_filter", "NewVideo", "Segment",
-           "TextHit", "TextRecord", "VideoHit", "VideoRecord", "check_fields"]
+           "TextHit", "TextRecord", "VideoHit", "VideoRecord", "check_fields", "check_title"]

@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from index.filters import Filter
-from index.records import NewVideo, TextHit, VideoHit, VideoRecord
+from index.records import NewVideo, TextHit, TextRecord, VideoHit, VideoRecord
 
 
 class Unsupported(Exception):
@@ -32,6 +32,9 @@ class Library(Protocol):
     def add_texts(self, texts: list[str], vectors: np.ndarray, fields: list[dict] | None = None) -> list[int]:
         """Captions for video → text search."""
 
+    def replace_text_vectors(self, ids: list[int], vectors: np.ndarray) -> None:
+        """New vectors for stored captions, their ids kept (re-embedding with another model)."""
+
     def set_meta(self, key: str, value: str) -> None:
         """A setting stored with the library (e.g. the fingerprint of the model that made its vectors)."""
 
@@ -51,6 +54,9 @@ class Library(Protocol):
 
     def find_by_hash(self, content_hash: str) -> int | None:
         """The video stored from a file with this content hash, if any."""
+
+    def list_texts(self, offset: int, limit: int) -> list[TextRecord]:
+        """Captions in id order, a page at a time."""
 
     def video_segments(self, video_id: int) -> tuple[list[tuple[float, float]], np.ndarray]:
         """A video's windows in time order and their unit vectors."""

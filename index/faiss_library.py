@@ -19,7 +19,7 @@ from index.atomic import atomic_write_bytes
 from index.faiss_index import IndexConfig, VectorIndex
 from index.filters import Filter
 from index.metadata import MetadataDB
-from index.records import NewVideo, TextHit, VideoHit, VideoRecord, normalize
+from index.records import NewVideo, TextHit, TextRecord, VideoHit, VideoRecord, normalize
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class FaissLibrary:
                     raise ValueError(f"checkpoint is {index.dim}-d, library is {self.dim}-d")
                 if self.config.kind not in ("auto", index.kind):
                     raise ValueError(f"checkpoint is {index.kind}, configured kind is {self.config.kind}")
+                if generation < self.db.replaced_at(collection):
+                    raise ValueError(f"vectors were replaced in place at generation {self.db.replaced_at(collection)}")
             except (ValueError, RuntimeError) as err:
                 log.warning("%s unusable (%s): rebuilding from SQLite", path, err)
             else:
@@ -104,7 +106,8 @@ class FaissLibrary:
         return _Cache(collection, path, index, -1, "rebuilt" if len(ids) else "empty")
 
     def _catch_up(self, cache: _Cache) -> None:
-        """Make the cache hold exactly the ids SQLite holds (vectors of a given id never change)."""
+        """Make the cache hold exactly the ids SQLite holds (vectors of a given id change only by
+        `replace_text_vectors`, after which an older checkpoint is rebuilt instead)."""
         have, want = cache.index.ids(), self.db.ids(cache.collection)
         stale = np.setdiff1d(have, want)
         missing = np.setdiff1d(want, have)
@@ -271,6 +274,17 @@ class FaissLibrary:
             ids = self.db.add_texts(texts, vectors, fields)
             self._caches["texts"].index.add(ids, vectors)
         return ids
+
+    def replace_text_vectors(self, ids: list[int], vectors) -> None:
+        vectors = normalize(np.atleast_2d(vectors))
+        with self._lock:
+            self.db.replace_text_vectors(ids, vectors)
+            index = self._caches["texts"].index
+            index.remove(ids)
+            index.add(ids, vectors)
+
+    def list_texts(self, offset: int, limit: int) -> list[TextRecord]:
+        return self.db.list_texts(offset, limit)
 
     def num_texts(self) -> int:
         return self.db.count_texts()

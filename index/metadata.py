@@ -273,6 +273,30 @@ class MetadataDB:
             self._bump(c, "texts")
         return ids
 
+    def replace_text_vectors(self, ids: list[int], vectors) -> None:
+        """New vectors for stored captions; the generation they were replaced at is recorded, so that a FAISS
+        checkpoint older than it (which holds the same ids with the old vectors) is rebuilt, not caught up."""
+        if len(ids) != len(vectors):
+            raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors")
+        blobs = [self._blob(v) for v in vectors]
+        with self._tx() as c:
+            for tid, blob in zip(ids, blobs):
+                if c.execute("UPDATE texts SET vector=? WHERE id=?", (blob, int(tid))).rowcount != 1:
+                    raise KeyError(f"no text with id {tid}")
+            self._bump(c, "texts")
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('replaced:texts', (SELECT value FROM meta WHERE "
+                      "key='generation:texts'))")
+
+    def replaced_at(self, collection: str) -> int:
+        """The generation at which vectors of `collection` were last replaced in place (0: never)."""
+        return int(self.get_meta(f"replaced:{collection}") or 0)
+
+    def list_texts(self, offset: int, limit: int) -> list[TextRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT id, text, fields FROM texts ORDER BY id LIMIT ? OFFSET ?",
+                                      (limit, offset)).fetchall()
+        return [TextRecord(tid, text, json.loads(fields)) for tid, text, fields in rows]
+
     def get_texts(self, text_ids) -> dict[int, TextRecord]:
         ids = [int(i) for i in text_ids]
         out = {}

@@ -381,6 +381,21 @@ class MilvusLibrary:
     def num_texts(self) -> int:
         return self._count("texts")
 
+    def list_texts(self, offset: int, limit: int) -> list[TextRecord]:
+        """Captions in id order (Milvus queries come back in no set order: the ids are sorted here)."""
+        ids = sorted(row["id"] for row in self._query("texts", "id >= 0", ["id"]))[offset:offset + limit]
+        rows = {row["id"]: row for row in self._get("texts", "id", ids, ["id", "text", "fields"])}
+        return [TextRecord(i, rows[i]["text"], rows[i]["fields"]) for i in ids if i in rows]
+
+    def replace_text_vectors(self, ids: list[int], vectors) -> None:
+        """New vectors for captions that keep their ids, texts and fields (KeyError naming an unknown id)."""
+        vectors = normalize(np.atleast_2d(vectors))
+        rows = {row["id"]: row for row in self._get("texts", "id", [int(i) for i in ids], ["id", "text", "fields"])}
+        missing = [i for i in ids if int(i) not in rows]
+        if missing:
+            raise KeyError(f"no caption with id {missing[0]}")
+        self.client.upsert(self.names["texts"], [{**rows[int(i)], "vector": v.tolist()} for i, v in zip(ids, vectors)])
+
     def search_texts(self, query, k: int = 10, min_score: float = -1.0) -> list[TextHit]:
         query = normalize(np.asarray(query, np.float32).reshape(1, -1))
         hits = self._search("texts", query, min(k, MAX_TOPK), "", ["text", "fields"])[0]

@@ -100,6 +100,17 @@ def check_fields(fields: dict | None) -> dict:
     return fields
 
 
+def check_title(title: str) -> str:
+    """`title` (or a caption) if it is a string that can be stored and served back, else ValueError."""
+    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+        raise ValueError(f"a title or text is a string of at most {MAX_TITLE_CHARS} characters")
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"a title or text cannot be stored: {err}") from None
+    return title
+
+
 def _check_value(value, depth: int, where: str) -> None:
     if depth > MAX_FIELDS_DEPTH:
         raise ValueError(f"{where} is nested deeper than {MAX_FIELDS_DEPTH} levels")
@@ -121,16 +132,6 @@ def _check_value(value, depth: int, where: str) -> None:
             raise ValueError(f"{where} is not a finite number")
     else:
         raise ValueError(f"{where} has a value of type {type(value).__name__}, not a JSON value")
-
-
-def check_title(title: str) -> str:
-    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
-        raise ValueError(f"a title or text is a string of at most {MAX_TITLE_CHARS} characters")
-    try:
-        title.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(f"a title or text cannot be stored: {err}") from None
-    return title
 
 
 def keyword_text(path: str, fields: dict) -> str:

@@ -23,16 +23,21 @@ def read_frames_at(src: VideoSource, timestamps: Sequence[float] | None = None,
     video = OpenedVideo(src, reader)
     n = video.meta.num_frames
     if timestamps is not None:
-        if len(timestamps) == 0:
-            raise ValueError("timestamps is empty")
-        fps = video.meta.fps or 1.0
-        indices = [min(n - 1, max(0, int(math.floor(t * fps)))) for t in timestamps]
+        indices = frame_indices_at(video, timestamps)
     else:
         start, stop = max(0, int(index_range[0])), min(n, int(index_range[1]))
         if start >= stop:
             raise ValueError(f"index_range {tuple(index_range)} selects no frame of {video.name} ({n} frames)")
         indices = list(range(start, stop))
     return video.frames(indices)
+
+
+def frame_indices_at(video: OpenedVideo, timestamps: Sequence[float]) -> list[int]:
+    """The index of the frame shown at each timestamp (seconds)."""
+    if len(timestamps) == 0:
+        raise ValueError("timestamps is empty")
+    n, fps = video.meta.num_frames, video.meta.fps or 1.0
+    return [min(n - 1, max(0, int(math.floor(t * fps)))) for t in timestamps]
 
 
 def load_video(src: VideoSource, num_frames: int = 8, sample: str = "middle", size: int = 224,
@@ -60,10 +65,10 @@ def load_segments(src: VideoSource, windows: Sequence[tuple[float, float]], num_
         first = min(n - 1, max(0, int(math.floor(start * fps))))
         stop = min(n, max(first + 1, int(math.ceil(end * fps))))
         per_window.append([first + i for i in get_frame_indices(num_frames, stop - first, "middle")])
-    wanted = sorted({i for idx in per_window for i in idx})
-    frames = video.frames(wanted).permute(0, 3, 1, 2)
-    position = {i: k for k, i in enumerate(wanted)}
-    return torch.stack([test_transform(frames[[position[i] for i in idx]], size) for idx in per_window])
+    # each frame is resized as it is decoded: one full-size frame in memory at a time, whatever the resolution
+    small = {i: test_transform(frame.permute(2, 0, 1)[None], size)[0]
+             for i, frame in video.iter_frames([i for idx in per_window for i in idx])}
+    return torch.stack([torch.stack([small[i] for i in idx]) for idx in per_window])
 
 
 def load_segment(src: VideoSource, start: float, end: float, num_frames: int = 8, size: int = 224,

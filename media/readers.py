@@ -1,9 +1,13 @@
 """Decoders: decord first, PyAV as the fallback (``reader="decord"|"av"`` forces one); still images are one-frame
-videos. ``OpenedVideo`` gives the metadata and decodes only the frames asked for."""
+videos. ``OpenedVideo`` gives the metadata and decodes only the frames asked for, one at a time if asked
+(``iter_frames``); ``probe`` reads what a file claims to be (frame size, count, rate, still or not) without decoding
+any frame larger than a limit. Every decoder failure is a ``VideoDecodeError`` whose reason names no server path."""
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +15,7 @@ import torch
 from media.source import VideoDecodeError, VideoSource, open_source, rewind
 
 READERS = ("decord", "av")
+MAX_STREAMS = 16  # with a pixel limit, the streams it reaches (a video stream after these is refused)
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,7 @@ class VideoMetadata:
     fps: float
     width: int
     height: int
+    still: bool = False  # a still image (PNG, JPEG, ...), not a video
 
     @property
     def duration(self) -> float:
@@ -29,19 +35,22 @@ class _DecordVideo:
     def __init__(self, handle, name: str):
         import decord
 
-        try:
+        self.name, self._handle = name, handle
+        try:  # decord raises its own DECORDError / RuntimeError, also for frame 0 of a damaged file
             self._vr = decord.VideoReader(rewind(handle), num_threads=1)
-        except Exception as exc:  # decord raises its own DECORDError / RuntimeError
-            raise VideoDecodeError(name, f"decord could not open it ({_first_line(exc)})") from None
-        self.name = name
-        h, w = self._vr[0].shape[:2] if len(self._vr) else (0, 0)
-        self.meta = VideoMetadata(len(self._vr), float(self._vr.get_avg_fps() or 0.0), int(w), int(h))
-
-    def frames(self, indices: Sequence[int]) -> np.ndarray:
-        try:
-            return self._vr.get_batch(list(indices)).asnumpy()
+            h, w = self._vr[0].shape[:2] if len(self._vr) else (0, 0)
+            self.meta = VideoMetadata(len(self._vr), float(self._vr.get_avg_fps() or 0.0), int(w), int(h))
         except Exception as exc:
-            raise VideoDecodeError(self.name, f"decord failed reading frames ({_first_line(exc)})") from None
+            raise VideoDecodeError(name, f"decord could not open it ({_first_line(exc, handle)})") from None
+
+    def iter_frames(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for i in wanted:
+            try:
+                frame = self._vr.get_batch([i]).asnumpy()[0]
+            except Exception as exc:
+                raise VideoDecodeError(self.name, f"decord failed reading frames ({_first_line(exc, self._handle)})") \
+                    from None
+            yield i, frame
 
 
 class _AVVideo:
@@ -49,51 +58,68 @@ class _AVVideo:
     for are kept while decoding, so long videos do not sit in memory."""
 
     def __init__(self, handle, name: str):
-        import av
 
         self.name = name
         self._handle = handle
-        try:
-            with av.open(rewind(handle)) as container:
-                if not container.streams.video:
-                    raise VideoDecodeError(name, "no video stream")
-                stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate
-                fps = float(rate) if rate else 0.0
-                vlen = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-                self.meta = VideoMetadata(int(vlen), fps, stream.codec_context.width, stream.codec_context.height)
-        except VideoDecodeError:
-            raise
-        except Exception as exc:
-            raise VideoDecodeError(name, f"PyAV could not open it ({_first_line(exc)})") from None
+        self.meta = _header(handle, name, "PyAV could not open it")
         if self.meta.num_frames == 0:
             raise VideoDecodeError(name, "no frames")
 
-    def frames(self, indices: Sequence[int]) -> np.ndarray:
+    def iter_frames(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         import av
 
-        wanted = sorted(set(indices))
-        last = wanted[-1]
-        got: dict[int, np.ndarray] = {}
+        pending = iter(wanted)
+        target = next(pending, None)
         try:
             with av.open(rewind(self._handle)) as container:
                 for i, frame in enumerate(container.decode(video=0)):
-                    if i in wanted:
-                        got[i] = frame.to_ndarray(format="rgb24")
-                    if i >= last:
-                        break
+                    if i == target:
+                        yield i, frame.to_ndarray(format="rgb24")
+                        target = next(pending, None)
+                        if target is None:
+                            return
         except Exception as exc:
-            if not got:
-                raise VideoDecodeError(self.name, f"PyAV failed decoding ({_first_line(exc)})") from None
-        missing = [i for i in wanted if i not in got]
-        if missing:
-            raise VideoDecodeError(self.name, f"truncated: frame {missing[0]} of {self.meta.num_frames} could not be decoded")
-        return np.stack([got[i] for i in indices])
+            raise VideoDecodeError(self.name, f"PyAV failed decoding ({_first_line(exc, self._handle)})") from None
+        if target is not None:
+            raise VideoDecodeError(self.name, f"truncated: frame {target} of {self.meta.num_frames} could not be "
+                                              "decoded")
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+def _header(handle, name: str, failure: str, max_pixels: int = 0) -> VideoMetadata:
+    """What the container and codec headers say; with `max_pixels` the decoder refuses any larger frame, so even a
+    still (whose size is only known by decoding it) costs no more than that."""
+    import av
+
+    options = [{"max_pixels": str(max_pixels)}] * MAX_STREAMS if max_pixels else None
+    try:
+        with av.open(rewind(handle), stream_options=options) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(name, "no video stream")
+            stream = container.streams.video[0]
+            if options and stream.index >= MAX_STREAMS:
+                raise VideoDecodeError(name, f"its video is stream {stream.index}; only the first {MAX_STREAMS} "
+                                             "streams are read")
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            still = container.format.name == "image2" or container.format.name.endswith("_pipe")
+            vlen = 1 if still else stream.frames or sum(1 for p in container.demux(stream) if p.size)
+            return VideoMetadata(int(vlen), fps, stream.codec_context.width, stream.codec_context.height, still)
+    except VideoDecodeError:
+        raise
+    except Exception as exc:
+        raise VideoDecodeError(name, f"{failure} ({_first_line(exc, handle)})") from None
+
+
+_DECORD_LOCATION = re.compile(r"\[[\d:]+\] \S+:\d+: ")  # "[12:00:00] /src/video/reader.cc:83: "
+
+
+def _first_line(exc: Exception, handle) -> str:
+    """The first line of a decoder's message, without its source location or the file's path on this server."""
+    lines = str(exc).strip().splitlines()
+    text = _DECORD_LOCATION.sub("", lines[0]) if lines else ""
+    if isinstance(handle, str):
+        text = text.replace(handle, os.path.basename(handle))
+    return f"{type(exc).__name__}: {text}"
 
 
 def _read_image(handle, name: str) -> np.ndarray:
@@ -106,7 +132,7 @@ def _read_image(handle, name: str) -> np.ndarray:
     except StopIteration:
         raise VideoDecodeError(name, "image has no frame") from None
     except Exception as exc:
-        raise VideoDecodeError(name, f"PyAV could not decode the image ({_first_line(exc)})") from None
+        raise VideoDecodeError(name, f"PyAV could not decode the image ({_first_line(exc, handle)})") from None
 
 
 def _open_video(handle, name: str, reader: str | None):
@@ -138,27 +164,47 @@ class OpenedVideo:
         if is_image:
             pixels = _read_image(handle, self.name)
             self._image = pixels
-            self.meta = VideoMetadata(1, 1.0, pixels.shape[2], pixels.shape[1])
+            self.meta = VideoMetadata(1, 1.0, pixels.shape[2], pixels.shape[1], still=True)
         else:
             self._image = None
             self._video = _open_video(handle, self.name, reader)
             self.meta = self._video.meta
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """(T, H, W, 3) uint8, in the order of `indices` (repeats allowed)."""
+        got = dict(self.iter_frames(indices))
+        return torch.stack([got[i] for i in indices])
+
+    def iter_frames(self, indices: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        """(index, (H, W, 3) uint8) for each distinct index in ascending order, decoded one at a time, so a caller
+        that shrinks each frame holds one full-size frame at once; a frame larger than the first is refused."""
         bad = [i for i in indices if not 0 <= i < self.meta.num_frames]
         if bad:
             raise IndexError(f"frame index {bad[0]} out of range for {self.name} ({self.meta.num_frames} frames)")
+        wanted = sorted(set(indices))
         if self._image is not None:
-            return torch.from_numpy(np.repeat(self._image, len(indices), axis=0))
+            for i in wanted:
+                yield i, torch.from_numpy(self._image[0])
+            return
+        done = 0
         try:
-            frames = self._video.frames(indices)
+            for i, frame in self._video.iter_frames(wanted):
+                yield i, self._checked(frame, i)
+                done += 1
         except VideoDecodeError:
             if self._reader is not None or isinstance(self._video, _AVVideo):
                 raise
             # decord opens some files it then cannot copy out (e.g. widths it pads); PyAV reads them
             self._video = _AVVideo(self._handle, self.name)
-            frames = self._video.frames(indices)
-        return torch.from_numpy(np.ascontiguousarray(frames))
+            for i, frame in self._video.iter_frames(wanted[done:]):
+                yield i, self._checked(frame, i)
+
+    def _checked(self, frame: np.ndarray, index: int) -> torch.Tensor:
+        h, w = frame.shape[:2]
+        if h * w > self.meta.width * self.meta.height:
+            raise VideoDecodeError(self.name, f"frame {index} is {w}x{h}, larger than the {self.meta.width}x"
+                                              f"{self.meta.height} the video starts with")
+        return torch.from_numpy(np.ascontiguousarray(frame))
 
 
 def video_metadata(src: VideoSource, reader: str | None = None) -> VideoMetadata:
@@ -168,3 +214,17 @@ def video_metadata(src: VideoSource, reader: str | None = None) -> VideoMetadata
 def video_duration(src: VideoSource, reader: str | None = None) -> float:
     """Seconds (frames / average fps); 1 s for a still image."""
     return video_metadata(src, reader).duration
+
+
+def probe(src: VideoSource, max_pixels: int = 0) -> VideoMetadata:
+    """What a file says it is (frame count, rate, frame size, still or not) from its headers, decoding no frame of
+    more than `max_pixels` (0: no limit); `VideoDecodeError` when that cannot be read. Stills count one frame."""
+    handle, name, _ = open_source(src)
+    meta = _header(handle, name, "not a video or image PyAV can open", max_pixels)
+    if meta.width * meta.height == 0:
+        raise VideoDecodeError(name, "its frame size cannot be read" + (
+            f" without decoding a frame of more than {max_pixels} pixels (damaged, or too large)" if max_pixels
+            else ""))
+    if meta.num_frames == 0:
+        raise VideoDecodeError(name, "no frames")
+    return meta

@@ -7,7 +7,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from media.clips import read_frames_at
+from media.clips import frame_indices_at
+from media.readers import OpenedVideo
 from media.source import VideoSource
 from media.writers import write_image
 
@@ -25,12 +26,16 @@ def shrink(frame: torch.Tensor, max_side: int) -> torch.Tensor:
 
 
 def write_thumbnails(src: VideoSource, times: Sequence[float], folder: Path, max_side: int = 256) -> list[Path]:
-    """One JPEG per time (the frame shown then), named by the time in milliseconds; the video is decoded once."""
+    """One JPEG per time (the frame shown then), named by the time in milliseconds; the video is decoded once, a
+    frame at a time (a long video's many thumbnails never hold its full-size frames together)."""
     folder.mkdir(parents=True, exist_ok=True)
-    frames = read_frames_at(src, timestamps=list(times))
-    paths = []
-    for t, frame in zip(times, frames):
-        path = folder / f"{int(round(t * 1000)):09d}.jpg"
-        write_image(path, shrink(frame, max_side).numpy(), codec="mjpeg")
-        paths.append(path)
-    return paths
+    video = OpenedVideo(src, None)
+    indices = frame_indices_at(video, list(times))
+    paths = {}
+    for i, frame in video.iter_frames(indices):
+        still = shrink(frame, max_side).numpy()
+        for t, j in zip(times, indices):
+            if j == i:
+                paths[t] = folder / f"{int(round(t * 1000)):09d}.jpg"
+                write_image(paths[t], still, codec="mjpeg")
+    return [paths[t] for t in times]

@@ -1,13 +1,14 @@
-"""`python -m service`: serve the retrieval API with uvicorn (see `python -m service --help`)."""
+"""`python -m service`: serve the retrieval API (see `python -m service --help`); `python -m service COMMAND ...`
+runs one of COMMANDS instead."""
 from __future__ import annotations
 
 import logging
 import sys
 
-import uvicorn
-
+from service import reindex
 from service.app import create_app
 from service.config import config_from_args
+from service.server import serve
 
 
 def _import(argv: list[str]) -> int:
@@ -17,27 +18,26 @@ def _import(argv: list[str]) -> int:
 
 
 def _bulk_ingest(argv: list[str]) -> int:
-    from service.bulk_ingest import main as run
+    from service.bulk_ingest import main as run  # Ray is an optional extra: imported only for this command
 
     return run(argv)
 
 
-# `python -m service NAME ...`: one entry per subcommand
-SUBCOMMANDS = {"import": _import, "bulk-ingest": _bulk_ingest}
+COMMANDS = {"reindex": reindex.main, "import": _import, "bulk-ingest": _bulk_ingest}
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
-        return SUBCOMMANDS[argv[0]](argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     try:
         config = config_from_args(argv)
         app = create_app(config)
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m service: {err}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=30)
+    serve(app, config)
     return 0
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from index import IndexConfig
 
 ENV_PREFIX = "VMR_"
+API_KEY = re.compile(r"[!-~]{8,}")  # what an HTTP header carries unchanged: no spaces, nothing to strip or decode
 
 
 @dataclass
@@ -24,14 +26,21 @@ class ServiceConfig:
     embedded_default: bool = False  # generate and index the synthetic demo library when the data dir is empty
     library: Path | None = None  # a folder of videos indexed at start and watched for new files
     library_poll_s: float = 5.0  # seconds between looks at the library folder
-    # bounds on requests
-    max_upload_mb: float = 200.0
+    # bounds on requests, checked before the work they would cost (docs/security.md)
+    max_upload_mb: float = 200.0  # a multipart body (an upload)
+    max_json_mb: float = 4.0  # any other body
     max_k: int = 100
     max_query_chars: int = 512
     max_moments_per_video: int = 10
     max_page_depth: int = 1000  # the deepest result a page token may start at
     max_video_seconds: float = 3 * 3600.0
+    max_frame_pixels: int = 4096 * 2160  # width x height of a video's frames or an image, read before decoding
+    max_video_frames: int = 1_000_000
     max_texts_per_request: int = 1000
+    max_concurrent_uploads: int = 2  # requests carrying a file, per route, at once; more answer 503
+    max_concurrent_requests: int = 256  # other requests, per route, at once; more answer 503
+    header_timeout_s: float = 10.0  # a connection that has not sent a whole request head by then is closed
+    body_timeout_s: float = 30.0  # a body must arrive within this, plus a second for every 16 KiB received
     # how videos are cut and embedded
     segment_window: float = 8.0
     segment_stride: float = 4.0
@@ -73,6 +82,9 @@ class ServiceConfig:
                 raise ValueError(f"--library {self.library}: no such folder")
         if self.library_poll_s <= 0:
             raise ValueError(f"library_poll_s must be > 0, got {self.library_poll_s}")
+        if self.api_key is not None and not API_KEY.fullmatch(self.api_key):
+            raise ValueError("the API key must be at least 8 printable ASCII characters without spaces (for "
+                             "instance: openssl rand -hex 32)")
         if self.api_key is None and not _is_loopback(self.host):
             raise ValueError(f"serving on {self.host} (not loopback) needs an API key: pass --api-key or set "
                              f"{ENV_PREFIX}API_KEY")
@@ -80,6 +92,10 @@ class ServiceConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 1024 * 1024)
 
 
 def _is_loopback(host: str) -> bool:
@@ -104,14 +120,15 @@ def _parse_bool(text: str) -> bool:
 FIELD_HELP: dict[str, tuple[str, str | None]] = {
     "host": ("address to listen on; beyond loopback an --api-key is required", None),
     "port": ("TCP port", None),
-    "data_dir": ("the library's index (index/), job records (jobs.sqlite) and, by default, the media root", None),
-    "media_root": ("POST /videos paths must lie inside it; uploads are kept in <media_root>/uploads",
-                   "<data_dir>/media"),
+    "data_dir": ("the library's index (index/), job records, uploads, thumbnails, window tokens, the demo library and, "
+                 "by default, the media root", None),
+    "media_root": ("POST /videos paths must lie inside it (the service's own files never are)", "<data_dir>/media"),
     "model_path": ("a VideoTextModel folder (save_pretrained, or a training run's <output>/model) or an official "
                    ".pth", "the committed demo model ($VMR_DEMO_MODEL, else encoders/pretrained/videomamba_demo)"),
-    "api_key": ("protects every write endpoint (X-API-Key or Authorization: Bearer)",
-                "none: writes are open, allowed only on loopback"),
-    "protect_reads": ("also require the API key for reads", None),
+    "api_key": ("protects every write endpoint (X-API-Key or Authorization: Bearer); at least 8 printable ASCII "
+                "characters without spaces", "none: writes are open, allowed only on loopback"),
+    "protect_reads": ("also require the API key for reads, /healthz and /metrics (GET /livez and GET /auth stay open)",
+                      None),
     "embedded_default": ("generate and index the synthetic demo library when the library is empty",
                          "true when neither --model-path nor --library is given, else false"),
     "library": ("a folder of videos (searched recursively) indexed at start and watched for new files; files already "
@@ -119,13 +136,21 @@ FIELD_HELP: dict[str, tuple[str, str | None]] = {
                 "retried only when they change; deleting a file does not delete its video; may lie outside the media "
                 "root; progress in /healthz under \"library\"", "none"),
     "library_poll_s": ("seconds between looks at the --library folder for new or changed files", None),
-    "max_upload_mb": ("largest upload, in MB", None),
+    "max_upload_mb": ("largest multipart body (an upload), in MB, on any transfer encoding", None),
+    "max_json_mb": ("largest other body (JSON), in MB", None),
     "max_k": ("most results a search may ask for", None),
     "max_query_chars": ("longest text query, in characters", None),
     "max_moments_per_video": ("most moments a search may ask for per video", None),
     "max_page_depth": ("the deepest result a page token may start at (deeper: narrow the search)", None),
     "max_video_seconds": ("longest video accepted, in seconds", None),
+    "max_frame_pixels": ("largest frame (width x height) of a video or image, read from its header before decoding",
+                         None),
+    "max_video_frames": ("most frames a video may have", None),
     "max_texts_per_request": ("most captions in one POST /texts", None),
+    "max_concurrent_uploads": ("requests carrying a file being served at once per route; more answer 503", None),
+    "max_concurrent_requests": ("other requests being served at once per route; more answer 503", None),
+    "header_timeout_s": ("seconds a connection may take to send a whole request head before it is closed", None),
+    "body_timeout_s": ("seconds a body may take to arrive, plus one per 16 KiB received; slower answers 408", None),
     "segment_window": ("seconds of video per indexed segment (long videos are indexed as overlapping segments)", None),
     "segment_stride": ("seconds between the starts of consecutive segments (at most the window)", None),
     "num_frames": ("frames sampled per segment", "0: what the model was built for"),

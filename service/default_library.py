@@ -13,6 +13,7 @@ from pathlib import Path
 from retrieval.corpora import load_benchmark
 from retrieval.synth.writer import SynthConfig, generate
 from service import ingest
+from service.layout import layout
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def start_default_library(state: ServiceState) -> threading.Thread | None:
 
 
 def _build(state: ServiceState) -> None:
-    root = state.config.media_root / "synth"
+    root = layout(state.config).demo
     try:
         if not (root / "manifest.json").exists():
             zero = {f: 0 for f in ("webvid", "cc3m", "msrvtt_train", "msvd_train", "msvd_test", "lsmdc_train",

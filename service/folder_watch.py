@@ -114,7 +114,7 @@ class FolderWatcher:
                 continue
             relative = path.relative_to(self.folder).as_posix()
             try:
-                probe(path, self.state.config.max_video_seconds, f"library file {relative!r}")
+                probe(path, self.state.config, f"library file {relative!r}")
                 entry.job = ingest.submit(self.state, path, {"filename": path.name, "library_path": relative}, None,
                                           "library", relative)
             except Overloaded:

@@ -9,8 +9,10 @@ from service.config import ServiceConfig
 from service.schemas import ErrorOut
 
 ERROR_STATUSES = {"400": "bad input", "401": "API key missing", "403": "wrong API key or path outside the media root",
-                  "404": "no such video, job or file", "413": "body, upload or video too large",
-                  "422": "invalid request", "503": "overloaded: retry shortly"}
+                  "404": "no such video, job or file", "408": "the request body did not arrive in time",
+                  "409": "the file is already a video of the library", "413": "body, upload or video too large",
+                  "415": "a still image where a video is needed, or a body of another type",
+                  "422": "invalid request", "500": "internal error", "503": "overloaded: retry shortly"}
 
 
 def install(app: FastAPI, config: ServiceConfig) -> None:
@@ -44,7 +46,9 @@ def _limits(doc: dict, config: ServiceConfig) -> None:
                     param["schema"]["maximum"] = config.max_k
             if "requestBody" in operation and "multipart/form-data" in operation["requestBody"].get("content", {}):
                 operation["description"] = (operation.get("description") or "") + \
-                    f"\n\nUploads are limited to {config.max_upload_bytes} bytes and {config.max_video_seconds:.0f} s."
+                    f"\n\nUploads are limited to {config.max_upload_bytes} bytes, {config.max_video_seconds:.0f} s, " \
+                    f"{config.max_video_frames} frames and {config.max_frame_pixels} pixels a frame; " \
+                    f"{config.max_concurrent_uploads} at once on this route."
 
 
 def _errors(doc: dict) -> None:

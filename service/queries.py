@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from encoders.video_text import Embedder, VideoEmbedding, pool_segments
-from index import Library, parse_filter
+from index import Library, VideoRecord, parse_filter
 from index.search import SORT_FIELDS, Page, Query, VideoResult, search
 from media import VideoDecodeError
 from service import pages, window_tokens
 from service.config import ServiceConfig
-from service.errors import BadRequest, NotFound, Unprocessable
+from service.errors import BadRequest, NotFound, ServiceError, Unprocessable
 from service.schemas import ExampleMoment, SearchOptions, SearchRequest
 from service.uploads import probe
 
@@ -32,10 +32,16 @@ class PlannedSearch:
 
 
 def check_text(config: ServiceConfig, text: str, name: str = "query") -> None:
+    """A text to embed (a query, a caption): not blank, within the length limit, and valid Unicode (the tokenizer
+    and the library take nothing else)."""
     if len(text) > config.max_query_chars:
         raise Unprocessable(f"{name} is {len(text)} characters long; the limit is {config.max_query_chars}")
     if not text.strip():
         raise Unprocessable(f"{name} is blank")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Unprocessable(f"{name} is not valid Unicode (it holds a lone surrogate)") from None
 
 
 def plan(config: ServiceConfig, library: Library, req: SearchOptions, example_vector: np.ndarray | None = None,
@@ -141,7 +147,7 @@ def matching_rescore(embedder: Embedder, library: Library, config: ServiceConfig
             stored = window_tokens.window(config, result.video.id, best.window)
             if stored is None:
                 start, end = library.video_segments(result.video.id)[0][best.window]
-                stored = _decoded_tokens(embedder, result.video.path, start, end)
+                stored = _decoded_tokens(embedder, config, result.video, start, end)
             if stored is not None:
                 tokens.append(stored)
                 usable.append(i)
@@ -154,17 +160,23 @@ def matching_rescore(embedder: Embedder, library: Library, config: ServiceConfig
     return rescore
 
 
-def _decoded_tokens(embedder: Embedder, path: str, start: float, end: float) -> np.ndarray | None:
+def _decoded_tokens(embedder: Embedder, config: ServiceConfig, video: VideoRecord, start: float,
+                    end: float) -> np.ndarray | None:
+    """A window's tokens from the file, probed against the limits again first (it may have been replaced on disk);
+    None when the file is gone, undecodable or now over a limit (the result then keeps its cosine)."""
     try:
-        return embedder.clip_tokens(embedder.load_clip(path, start, end)[None])[0]
-    except (VideoDecodeError, OSError):
+        probe(Path(video.path), config, f"video {video.id}")
+        return embedder.clip_tokens(embedder.load_clip(video.path, start, end)[None])[0]
+    except (VideoDecodeError, ServiceError, OSError):
         return None
 
 
-def embed_example(embedder: Embedder, config: ServiceConfig, path: Path, name: str) -> VideoEmbedding:
-    """Segment vectors of an uploaded query image or clip; the file is removed afterwards whatever happens."""
+def embed_example(embedder: Embedder, config: ServiceConfig, path: Path, name: str,
+                  still: bool = False) -> VideoEmbedding:
+    """Segment vectors of an uploaded query clip (or, with `still`, image); the file is removed afterwards whatever
+    happens."""
     try:
-        probe(path, config.max_video_seconds, name)
+        probe(path, config, name, still)
         return embedder.embed_video(path, config.segment_window, config.segment_stride)
     finally:
         path.unlink(missing_ok=True)

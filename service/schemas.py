@@ -1,5 +1,5 @@
 """Request and response bodies (pydantic v2). Limits that depend on the configuration (k, query length, moments
-per video, page depth) are checked by `service.limits` and written into the OpenAPI schema by `service.openapi`."""
+per video, page depth) are checked by `service.queries` and written into the OpenAPI schema by `service.openapi`."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -190,7 +190,8 @@ class EmbedOut(BaseModel):
 
 
 class AuthOut(BaseModel):
-    """What the API key guards, and how the key this request sent (X-API-Key or Authorization) stands."""
+    """What the API key guards, and how the key this request sent (X-API-Key, Authorization, or the page's cookie)
+    stands."""
 
     writes: bool = Field(description="adding, replacing and deleting need the key")
     reads: bool = Field(description="searching and reading need it too (--protect-reads)")
@@ -209,6 +210,10 @@ class LibraryFolderOut(BaseModel):
     status: str = Field(description="scanning, indexing, watching, or failed: <reason>")
 
 
+class LiveOut(BaseModel):
+    status: Literal["ok"]
+
+
 class HealthOut(BaseModel):
     status: str
     videos: int
@@ -217,11 +222,13 @@ class HealthOut(BaseModel):
     index: dict[str, str]
     jobs: dict[str, int]
     default_library: str | None = None
-    auth: AuthOut
     scan_backend: str = Field(description="the selective-scan backend the video encoder runs on this machine: "
                                           "cpp (the compiled CPU kernel), torch (pure PyTorch), ref or cuda; "
                                           "\"error: ...\" when a forced backend cannot run here")
     library: LibraryFolderOut | None = Field(None, description="with --library: how far indexing the folder got")
+    model_fingerprint: str = Field(description="of the model that made the library's vectors (see reindex)")
+    cleaned_at_start: dict[str, int] = Field(description="files that belonged to no video, removed at start, by "
+                                                         "kind: uploads, thumbnails, temporary")
 
 
 class ErrorOut(BaseModel):

@@ -1,10 +1,13 @@
 """Everything a request handler needs, built once per app (`build_state`) and stored on `app.state.service`."""
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from encoders.video_text import Embedder, demo_model_path, load_embedder
 from index import FaissLibrary, Library
@@ -12,6 +15,7 @@ from service.batcher import MicroBatcher
 from service.checkpointer import Checkpointer
 from service.config import ServiceConfig
 from service.jobs import JobManager
+from service.layout import jobs_file, layout
 from service.metrics import ServiceMetrics
 from service.queries import run_searches
 
@@ -28,8 +32,10 @@ class ServiceState:
     jobs: JobManager
     metrics: ServiceMetrics
     checkpointer: Checkpointer
+    data_lock: IO  # held while this process uses the data dir
     default_library: dict = field(default_factory=dict)  # progress of the embedded default, when it is built
     library_folder: dict = field(default_factory=dict)  # progress of --library (service.folder_watch), when given
+    cleaned: dict[str, int] = field(default_factory=dict)  # files of no video removed at start, by kind
 
 
 def resolve_model_path(config: ServiceConfig) -> str:
@@ -43,6 +49,47 @@ def resolve_model_path(config: ServiceConfig) -> str:
     return str(demo)
 
 
+MODEL_META = "model"  # {"fingerprint", "model"} of the embedder that made the library's vectors
+REINDEX_META = "reindex"  # the fingerprint a reindex is moving the library to, until it is done
+
+
+def lock_data_dir(data_dir: Path) -> IO:
+    """An exclusive lock on the data dir for this process's lifetime: a second service, or a reindex, on the same
+    folder would write the same SQLite behind the other's in-memory index."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ValueError(f"another process (a running service or reindex) uses {data_dir}; stop it first") from None
+    return handle
+
+
+def check_model(config: ServiceConfig, library: Library, embedder: Embedder, model: str) -> None:
+    """The library's vectors must come from this embedder: its fingerprint is recorded with the library (on the
+    first start, or while nothing is stored) and compared on every later start (ValueError naming the way out)."""
+    command = f"python -m service reindex --data-dir {config.data_dir} --model-path {model}"
+    if pending := library.get_meta(REINDEX_META):
+        raise ValueError(f"a reindex of {config.data_dir} to the model with fingerprint {pending} did not finish; "
+                         f"run it again: {command}")
+    stored = library.get_meta(MODEL_META)
+    if stored is not None and json.loads(stored)["fingerprint"] != embedder.fingerprint and \
+            (library.num_videos() or library.num_texts()):
+        recorded = json.loads(stored)
+        raise ValueError(f"the library in {config.data_dir} holds vectors made by another model ({recorded['model']}, "
+                         f"fingerprint {recorded['fingerprint']}) than the one configured ({model}, fingerprint "
+                         f"{embedder.fingerprint}); searching would compare two embedding spaces. Serve it with the "
+                         f"model it was built with, or re-embed every video with this one: {command}")
+    if stored is None and (library.num_videos() or library.num_texts()):
+        log.warning("the library predates model fingerprints: recording %s as the model that made it", model)
+    record_model(library, embedder, model)
+
+
+def record_model(library: Library, embedder: Embedder, model: str) -> None:
+    library.set_meta(MODEL_META, json.dumps({"fingerprint": embedder.fingerprint, "model": model}))
+
+
 def open_library(config: ServiceConfig, dim: int) -> Library:
     """The configured backend: FAISS + SQLite under the data dir, or the Milvus server every replica shares."""
     if config.index_backend == "milvus":
@@ -50,15 +97,21 @@ def open_library(config: ServiceConfig, dim: int) -> Library:
 
         kind = {"auto": "hnsw", "ivfpq": "ivf"}.get(config.index.kind, config.index.kind)
         return MilvusLibrary(config.milvus_uri, dim, config.milvus_collection, config.milvus_token, kind)
-    return FaissLibrary(config.data_dir / "index", dim, config.index)
+    return FaissLibrary(layout(config).index, dim, config.index)
 
 
-def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> ServiceState:
+def build_state(config: ServiceConfig, embedder: Embedder | None = None, check: bool = True) -> ServiceState:
+    """Everything the service runs on; `check=False` skips the model check (for reindex, which replaces the
+    vectors)."""
+    lock = lock_data_dir(config.data_dir)
+    model = resolve_model_path(config) if embedder is None else "the embedder given to create_app"
     if embedder is None:
-        embedder = load_embedder(resolve_model_path(config), num_frames=config.num_frames,
-                                 frame_size=config.frame_size, max_text_tokens=config.max_text_tokens)
+        embedder = load_embedder(model, num_frames=config.num_frames, frame_size=config.frame_size,
+                                 max_text_tokens=config.max_text_tokens)
     config.media_root.mkdir(parents=True, exist_ok=True)
     library = open_library(config, embedder.dim)
+    if check:
+        check_model(config, library, embedder, model)
     log.info("library: %d videos, %d texts, index %s", library.num_videos(), library.num_texts(), library.health())
     metrics = ServiceMetrics()
 
@@ -69,8 +122,9 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None) -> Serv
     batch = config.batch_size if config.micro_batching else 1
     wait = config.batch_wait_ms / 1000
     text_batcher = MicroBatcher(embedder.embed_texts, batch, wait, config.queue_size, on_batch)
-    search_batcher = MicroBatcher(partial(run_searches, embedder, library, config), batch, wait, config.queue_size, on_batch)
+    search_batcher = MicroBatcher(partial(run_searches, embedder, library, config), batch, wait, config.queue_size,
+                                  on_batch)
     jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
-                      record_path=config.data_dir / "jobs.sqlite")
+                      record_path=jobs_file(config))
     return ServiceState(config, embedder, library, text_batcher, search_batcher, jobs, metrics,
-                        Checkpointer(library, config.checkpoint_interval_s))
+                        Checkpointer(library, config.checkpoint_interval_s), lock)

@@ -8,15 +8,12 @@ from pathlib import Path
 
 from media import write_thumbnails
 from service.config import ServiceConfig
-
-
-def root(config: ServiceConfig) -> Path:
-    return config.data_dir / "thumbnails"
+from service.layout import layout
 
 
 def make_pending(config: ServiceConfig, src: Path, spans: list[tuple[float, float]]) -> Path:
     """Thumbnails at each window's middle, in a folder of their own until the video has an id."""
-    folder = root(config) / ".pending" / uuid.uuid4().hex
+    folder = layout(config).thumbnails / ".pending" / uuid.uuid4().hex
     try:
         write_thumbnails(src, [(s + e) / 2 for s, e in spans], folder, config.thumbnail_size)
     except BaseException:
@@ -27,19 +24,19 @@ def make_pending(config: ServiceConfig, src: Path, spans: list[tuple[float, floa
 
 def finalize(config: ServiceConfig, pending: Path, video_id: int) -> None:
     """Move pending thumbnails to the video's folder (replacing an upserted video's old ones)."""
-    target = root(config) / str(video_id)
+    target = layout(config).thumbnails / str(video_id)
     if target.exists():
         shutil.rmtree(target)
     pending.rename(target)
 
 
 def remove(config: ServiceConfig, video_id: int) -> None:
-    shutil.rmtree(root(config) / str(video_id), ignore_errors=True)
+    shutil.rmtree(layout(config).thumbnails / str(video_id), ignore_errors=True)
 
 
 def nearest(config: ServiceConfig, video_id: int, seconds: float | None) -> Path | None:
     """The video's thumbnail closest to `seconds` (the middle one when None); None when it has none."""
-    stills = sorted((root(config) / str(video_id)).glob("*.jpg"))
+    stills = sorted((layout(config).thumbnails / str(video_id)).glob("*.jpg"))
     if not stills:
         return None
     if seconds is None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from encoders.video_text import Embedder
 from service.config import ServiceConfig
+from service.layout import layout
 
 AUTO_MAX_BYTES = 256 * 1024
 
@@ -21,7 +22,7 @@ def enabled(config: ServiceConfig, embedder: Embedder) -> bool:
 
 
 def path(config: ServiceConfig, video_id: int) -> Path:
-    return config.data_dir / "tokens" / f"{video_id}.npy"
+    return layout(config).tokens / f"{video_id}.npy"
 
 
 def save(config: ServiceConfig, video_id: int, tokens: np.ndarray) -> None:

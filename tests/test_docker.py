@@ -23,7 +23,7 @@ def test_compose_file_validates():
     cpu = config["services"]["retrieval"]
     assert {"index", "media"} <= set(config["volumes"])
     assert {v.split(":")[1] if isinstance(v, str) else v["target"] for v in cpu["volumes"]} == {"/data", "/media"}
-    assert "healthz" in " ".join(cpu["healthcheck"]["test"])
+    assert "/livez" in " ".join(cpu["healthcheck"]["test"])  # answers without the key, even with protect_reads
     assert cpu["build"]["dockerfile"] == "docker/Dockerfile.cpu"
 
 
@@ -42,6 +42,7 @@ def test_compose_refuses_to_start_without_an_api_key():
 def test_images_pin_torch():
     for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
         assert "torch==2.13.0" in (DOCKER / name).read_text()
+        assert "COPY media media" in (DOCKER / name).read_text()  # every package the service imports
     assert "faiss-gpu" in (DOCKER / "Dockerfile.gpu").read_text()
     assert "mamba-ssm" in (DOCKER / "Dockerfile.gpu").read_text()
 

@@ -201,6 +201,31 @@ def test_texts_gallery(library):
     assert hit.text.id == tids[1] and hit.text.text == "a cat"
 
 
+def test_captions_are_listed_and_re_embedded_in_place(backend):
+    """What reindex does to the text gallery: new vectors, same ids, texts and fields, also after a restart (a
+    backend that caches vectors must not serve the old ones from a cache written before the change)."""
+    rng = np.random.default_rng(3)
+    lib = backend.open()
+    tids = lib.add_texts([f"caption {i}" for i in range(250)], unit(rng, 250), [{"n": i} for i in range(250)])
+    lib.checkpoint()
+    listed = lib.list_texts(0, 100) + lib.list_texts(100, 100) + lib.list_texts(200, 100)
+    assert [t.id for t in listed] == tids and listed[7].text == "caption 7" and listed[7].fields == {"n": 7}
+    assert lib.list_texts(250, 100) == []
+    fresh = unit(rng, 250)
+    lib.replace_text_vectors(tids, fresh)
+    assert lib.search_texts(fresh[42], 1)[0].text.id == tids[42]
+    with pytest.raises(KeyError):
+        lib.replace_text_vectors([max(tids) + 1], fresh[:1])
+    again = backend.open()  # as after a crash: the first one never wrote its caches again
+    try:
+        hit = again.search_texts(fresh[42], 1)[0]
+        assert (hit.text.id, hit.text.text) == (tids[42], "caption 42") and hit.score == pytest.approx(1.0, abs=1e-5)
+        assert again.num_texts() == 250
+    finally:
+        again.close()
+        lib.close()
+
+
 @subset
 def test_list_videos_pages_filters_and_sorts(library):
     ids, _ = fill(library, 12)

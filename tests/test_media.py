@@ -1,12 +1,16 @@
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from media import (IMAGENET_MEAN, IMAGENET_STD, VideoDecodeError, get_frame_indices, load_segment, load_segments,
-                               load_video, read_frames_at, segment_windows, train_transform, trimmed_length,
-                               video_duration, video_metadata, write_image, write_video)
+from media import (IMAGENET_MEAN, IMAGENET_STD, OpenedVideo, VideoDecodeError, get_frame_indices, load_segment,
+                   load_segments, load_video, probe, read_frames_at, segment_windows, train_transform, trimmed_length,
+                   video_duration, video_metadata, write_image, write_video)
+from test_service_helpers import corrupt_first_frame
 
 
 def _clip(t=20, h=48, w=64, seed=0):
@@ -150,3 +154,60 @@ def test_widths_decord_cannot_copy_fall_back_to_pyav(tmp_path):
     frames = read_frames_at(path, index_range=(0, 6))
     assert frames.shape == (6, 40, 48, 3)
     assert torch.equal(frames, read_frames_at(path, index_range=(0, 6), reader="av"))
+
+
+def test_a_damaged_first_frame_is_a_decode_error_that_names_no_server_path(tmp_path, mp4):
+    bad = corrupt_first_frame(mp4, tmp_path / "bad.mp4")
+    for read in (lambda: OpenedVideo(bad, "decord"), lambda: load_segment(bad, 0, 1, num_frames=4, size=16)):
+        with pytest.raises(VideoDecodeError) as err:
+            read()
+        assert str(tmp_path) not in err.value.reason and "/github/" not in err.value.reason, err.value.reason
+
+
+def test_probe_reads_headers_and_tells_stills_from_videos(tmp_path, mp4):
+    meta = probe(mp4)
+    assert (meta.num_frames, meta.fps, meta.width, meta.height, meta.still) == (20, 8.0, 64, 48, False)
+    write_image(tmp_path / "a.png", _clip(t=1)[0])
+    (tmp_path / "a.bin").write_bytes((tmp_path / "a.png").read_bytes())  # a still whatever its name
+    for still in ("a.png", "a.bin"):
+        meta = probe(tmp_path / still)
+        assert meta.still and (meta.num_frames, meta.width, meta.height) == (1, 64, 48)
+    with pytest.raises(VideoDecodeError, match="cannot decode"):
+        probe(tmp_path / "missing.mp4")
+
+
+def _peak_growth_mb(setup: str, measured: str) -> float:
+    """Peak resident memory that `measured` adds after `setup`, in a fresh interpreter, in MB."""
+    script = (f"import resource\n{setup}\nbase = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n{measured}\n"
+              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_probe_decodes_no_frame_beyond_its_pixel_limit(tmp_path):
+    big = tmp_path / "big.png"
+    write_image(big, np.zeros((6000, 6000, 3), np.uint8))  # 108 MB of pixels in a file of a few hundred KB
+    with pytest.raises(VideoDecodeError, match="more than 1000000 pixels"):
+        probe(big, max_pixels=1_000_000)
+    grown = _peak_growth_mb("from media import probe", f"try:\n    probe({str(big)!r}, max_pixels=1_000_000)\n"
+                                                       "except Exception:\n    pass")
+    assert grown < 50, f"probing grew memory by {grown:.0f} MB"
+    assert probe(big).width == 6000  # without a limit the still is decoded to learn its size
+
+
+def test_high_resolution_windows_are_decoded_one_frame_at_a_time(tmp_path):
+    path = tmp_path / "hi.mp4"
+    frames = np.zeros((16, 2048, 2048, 3), np.uint8)
+    frames[:, :64, :64] = 200
+    write_video(path, frames, fps=8, crf=40)
+    window_as_float_mb = frames.size * 4 / 2**20  # what decoding the window whole, then converting, would hold
+    grown = _peak_growth_mb("from pathlib import Path\n"
+                            "from media import OpenedVideo, load_segments, write_thumbnails\n"
+                            f"OpenedVideo({str(path)!r}, None)",
+                            f"load_segments({str(path)!r}, [(0, 2)], num_frames=16, size=32)\n"
+                            f"write_thumbnails({str(path)!r}, [i / 8 for i in range(16)], Path({str(tmp_path)!r}) / "
+                            "'thumbs', 64)")
+    assert grown < window_as_float_mb / 2, f"decoding grew memory by {grown:.0f} MB"
+    assert len(list((tmp_path / "thumbs").glob("*.jpg"))) == 16

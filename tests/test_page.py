@@ -1,7 +1,7 @@
 """The search page (GET /) in a real headless Chromium against real servers on loopback with real MP4 files:
 the embedded demo library (the committed demo model) for searching and playing, and a tiny model behind an API
 key that protects reads too, for the key, uploads, jobs and deletion. Also what the page needs from the API:
-its assets served with nothing from elsewhere, /healthz's auth, the key cookie for reads, GET /fields.
+its assets served with nothing from elsewhere, GET /auth, the key cookie for reads, GET /fields.
 
 VMR_UPDATE_SCREENSHOTS=1 copies the screenshots taken here to docs/ (otherwise they stay in a temp dir)."""
 import os
@@ -195,10 +195,10 @@ def test_the_page_is_served_whole_from_the_service(keyed):
         assert c.head("/").status_code == 200
 
 
-def test_healthz_says_what_the_key_guards_and_reads_take_the_cookie(keyed, demo):
+def test_auth_says_what_the_key_guards_and_reads_take_the_cookie(keyed, demo):
     with httpx.Client(base_url=keyed.url) as c:
         def auth(**headers):
-            return c.get("/healthz", headers=headers).json()["auth"]
+            return c.get("/auth", headers=headers).json()
 
         assert auth() == {"writes": True, "reads": True, "key": "missing"}
         assert auth(**{"X-API-Key": "nope"})["key"] == "wrong"
@@ -210,11 +210,12 @@ def test_healthz_says_what_the_key_guards_and_reads_take_the_cookie(keyed, demo)
         refused = c.post("/videos", data={"path": "x.mp4"}, headers={"Cookie": f"{KEY_COOKIE}={API_KEY}"})
         assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
     with httpx.Client(base_url=demo.url) as c:
-        assert c.get("/healthz").json()["auth"] == {"writes": False, "reads": False, "key": "not_required"}
+        assert c.get("/auth").json() == {"writes": False, "reads": False, "key": "not_required"}
         spec = c.get("/openapi.json").json()
         assert spec["paths"]["/fields"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == \
             {"$ref": "#/components/schemas/FieldsOut"}
-        assert "auth" in spec["components"]["schemas"]["HealthOut"]["required"]
+        assert spec["paths"]["/auth"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == \
+            {"$ref": "#/components/schemas/AuthOut"}
         assert {"name": KEY_COOKIE, "in": "cookie"}.items() <= next(
             p for p in spec["paths"]["/videos"]["get"]["parameters"] if p["in"] == "cookie").items()
 

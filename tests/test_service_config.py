@@ -20,6 +20,6 @@ def test_bad_values_are_named():
         config_from_args([], {"VMR_PORT": "eighty"})
     with pytest.raises(ValueError, match="needs an API key"):
         config_from_args(["--host", "0.0.0.0"], {})
-    assert config_from_args(["--host", "0.0.0.0", "--api-key", "k"], {}).api_key == "k"
+    assert config_from_args(["--host", "0.0.0.0", "--api-key", "k" * 8], {}).api_key == "k" * 8
     with pytest.raises(ValueError, match="segment_stride"):
         config_from_args(["--segment-window", "2", "--segment-stride", "3"], {})

@@ -42,5 +42,12 @@ def test_sigkill_while_ingesting(tmp_path):
                 assert records[job_id]["status"] == "done" and records[job_id]["video_id"] == video_id
             unfinished = [r for r in records.values() if r["status"] != "done"]
             assert unfinished and all(r["status"] == "failed" and "interrupted" in r["error"] for r in unfinished)
+            # the uploads of the jobs cut short belonged to no video: removed at start, and counted
+            assert health["cleaned_at_start"]["uploads"] == len(unfinished)
+            assert len(list((service.data_dir / "uploads").iterdir())) == health["videos"]
+            thumbnails = service.data_dir / "thumbnails"
+            assert sorted(p.name for p in thumbnails.iterdir() if p.name != ".pending") == \
+                sorted(str(v) for v in range(1, health["videos"] + 1))
+            assert not list((thumbnails / ".pending").glob("*"))
     finally:
         service.kill()

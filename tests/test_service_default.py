@@ -19,6 +19,9 @@ def test_embedded_default_library(tmp_path):
                 time.sleep(0.5)
             health = c.get("/healthz").json()
             assert status == "ready" and health["videos"] == 27 and health["texts"] == 24
+            # built in the service's own data dir: the media root (the user's) is only read
+            assert (service.data_dir / "demo" / "manifest.json").exists()
+            assert not any((service.data_dir / "media").iterdir())
             results = c.post("/search", json={"query": "a red circle moves left", "k": 5}).json()["results"]
             assert len(results) == 5 and all(r["fields"]["corpus"] in ("msrvtt", "didemo") for r in results)
             long_ones = c.post("/search", json={"query": "a star", "k": 3, "filters": {"corpus": "didemo"}}).json()

@@ -17,13 +17,13 @@ API_KEY = "test-key"
 WRITE = {"X-API-Key": API_KEY}
 
 
-def save_tiny_model(directory: Path) -> Path:
+def save_tiny_model(directory: Path, seed: int = 0) -> Path:
     """A random VideoTextModel small enough to embed a clip in milliseconds (32×32 frames, 4 frames, 32-d)."""
     import torch
 
     from encoders.video_text import VideoTextConfig, build_video_text_model, save_pretrained
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model, _ = build_video_text_model(VideoTextConfig(text_layers=1, fusion_layers=1, embed_dim=32, mlm=False))
     save_pretrained(model, str(directory), only_changed=True)
     return directory
@@ -38,6 +38,16 @@ def write_clip(path: Path, seconds: float, seed: int, fps: float = 8.0, size: in
     frames = (base + rng.integers(-40, 40, (int(seconds * fps), size, size, 3))).clip(0, 255).astype(np.uint8)
     write_video(path, frames, fps=fps)
     return path
+
+
+def corrupt_first_frame(src: Path, dst: Path) -> Path:
+    """A copy of an MP4 whose headers are intact but whose first frame's data is garbage: decord opens it, then
+    fails decoding frame 0."""
+    data = bytearray(src.read_bytes())
+    payload = data.find(b"mdat") + 4
+    data[payload:payload + 4] = b"\x7f" * 4
+    dst.write_bytes(bytes(data))
+    return dst
 
 
 def free_port() -> int:
@@ -68,7 +78,7 @@ class Service:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/livez", timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

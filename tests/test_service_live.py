@@ -67,8 +67,8 @@ def test_ingest_search_delete_restart(env):
         assert "vmr_http_requests_total" in c.get("/metrics").text
         assert {"/search", "/search/video", "/videos", "/embed"} <= set(c.get("/openapi.json").json()["paths"])
 
-        replaced = wait_jobs(c, [upload(c, clips[2], video_id=str(ids[0])).json()["id"]])[0]
-        assert replaced["video_id"] == ids[0] and c.get(f"/videos/{ids[0]}").json()["fields"]["filename"] == "clip2.mp4"
+        replaced = wait_jobs(c, [upload(c, clips[1], video_id=str(ids[0])).json()["id"]])[0]  # its video is gone
+        assert replaced["video_id"] == ids[0] and c.get(f"/videos/{ids[0]}").json()["fields"]["filename"] == "clip1.mp4"
         before = c.post("/search", json={"query": "a colourful noisy video", "k": 10}).json()["results"]
         assert len(before) == 3
 

@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 
@@ -276,3 +277,18 @@ def test_format_1_config_with_training_fields_loads(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="format_version 7"):
         load_video_text_model(str(tmp_path))
+
+
+def test_the_fingerprint_changes_with_the_weights_and_the_frames_not_with_the_folder(tiny, tmp_path):
+    from encoders.video_text import Embedder, load_embedder
+
+    model, tokenizer, *_ = tiny
+    save_pretrained(model, str(tmp_path / "a"))
+    save_pretrained(model, str(tmp_path / "b"), half=False)
+    same = load_embedder(str(tmp_path / "a")).fingerprint
+    assert load_embedder(str(tmp_path / "b")).fingerprint == same == Embedder(model, tokenizer).fingerprint
+    assert load_embedder(str(tmp_path / "a"), num_frames=model.num_frames * 2).fingerprint != same
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():
+        tuned.vision_proj.weight[0, 0] += 1e-3
+    assert Embedder(tuned, tokenizer).fingerprint != same

@@ -10,9 +10,12 @@ factor but the ranking of texts for one video is unchanged.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -70,10 +73,30 @@ class Embedder:
         self.model = model.eval().to(device)
         self.num_frames = num_frames or model.num_frames
         self.frame_size = frame_size or model.image_size
-        self.tokenize = make_tokenize(tokenizer, max_text_tokens or model.cfg.max_txt_len)
+        self.max_text_tokens = max_text_tokens or model.cfg.max_txt_len
+        self.tokenize = make_tokenize(tokenizer, self.max_text_tokens)
         self.device = device
         self._lock = threading.Lock()
         self.dim = int(model.cfg.embed_dim)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What decides the vectors this embedder makes, hashed: every weight (the distillation teacher aside), the
+        architecture, and how clips and texts are cut. Two embedders with one fingerprint make the same vectors;
+        vectors of two fingerprints are not comparable."""
+        digest = hashlib.sha256()
+        cfg = self.model.cfg
+        shape = {name: getattr(cfg, name) for name in ("vision_model", "vision_overrides", "text_encoder",
+                                                        "text_layers", "fusion_layers", "embed_dim")}
+        shape.update(num_frames=self.num_frames, frame_size=self.frame_size, max_text_tokens=self.max_text_tokens)
+        digest.update(json.dumps(shape, sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            if name.startswith("clip_teacher."):
+                continue
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:24]
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> np.ndarray:

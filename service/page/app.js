@@ -1,5 +1,6 @@
-// The page's start: which view is shown (#search or #library), the server's state in the header (GET /healthz),
-// and the API key, asked for once when the server has one and kept for this browser session.
+// The page's start: which view is shown (#search or #library), the API key (GET /auth says what it guards; asked for
+// once when the server has one and kept for this browser session), and the server's state in the header
+// (GET /healthz, read once the page may read).
 import {call, setKey, whenRefused, words} from './api.js';
 import {clearMessage, notify} from './dom.js';
 import {loadLibrary} from './library.js';
@@ -11,6 +12,7 @@ const keyForm = document.getElementById('key');
 const keyNote = document.getElementById('key-note');
 let videos = null; // the library's size at the last look, to notice videos added elsewhere
 let loaded = false; // whether the fields and the library have been read
+let readable = false; // whether the server lets this page read (no key needed, or the key kept is accepted)
 
 function showView() {
   const name = location.hash === '#library' ? 'library' : 'search';
@@ -44,8 +46,17 @@ function authorize(auth) {
     askForKey(auth.reads ? 'This server needs its API key to search and to show the library.'
       : 'This server needs its API key to add or delete videos.');
   }
-  const readable = !auth.reads || auth.key === 'accepted';
+  readable = !auth.reads || auth.key === 'accepted';
   if (readable && !loaded) load();
+}
+
+async function checkAuth() {
+  try {
+    return await call('GET', '/auth');
+  } catch (err) {
+    status.textContent = `server: ${words(err)}`;
+    return null;
+  }
 }
 
 function describe(health) {
@@ -64,6 +75,7 @@ function describe(health) {
 }
 
 async function checkHealth() {
+  if (!readable) return null;
   let health;
   try {
     health = await call('GET', '/healthz');
@@ -80,12 +92,13 @@ async function checkHealth() {
 keyForm.addEventListener('submit', async e => {
   e.preventDefault();
   setKey(keyForm.api_key.value.trim());
-  const health = await checkHealth();
-  if (!health) return;
-  if (health.auth.key === 'accepted') {
+  const auth = await checkAuth();
+  if (!auth) return;
+  if (auth.key === 'accepted') {
     keyForm.reset();
     clearMessage();
-    authorize(health.auth);
+    authorize(auth);
+    checkHealth();
   } else {
     setKey(null);
     keyForm.api_key.select();
@@ -95,8 +108,8 @@ keyForm.addEventListener('submit', async e => {
 
 // the refused call says what failed in words; here the key is asked for again when that was the reason
 whenRefused(async () => {
-  const health = await checkHealth();
-  if (health) authorize(health.auth);
+  const auth = await checkAuth();
+  if (auth) authorize(auth);
 });
 
 document.addEventListener('vmr:library-changed', () => {
@@ -111,7 +124,11 @@ window.addEventListener('dragover', e => e.preventDefault());
 window.addEventListener('drop', e => e.preventDefault());
 
 showView();
-const health = await checkHealth();
-if (health) authorize(health.auth);
-else notify('The server did not answer; reload the page once it runs.');
+const auth = await checkAuth();
+if (auth) {
+  authorize(auth);
+  checkHealth();
+} else {
+  notify('The server did not answer; reload the page once it runs.');
+}
 setInterval(checkHealth, STATUS_MS);

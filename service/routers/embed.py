@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
+from pydantic import ValidationError
 
 from service import queries
 from service.deps import get_state, require_read_key
+from service.layout import layout
 from service.schemas import EmbedOut, EmbedTextRequest, SegmentOut
 from service.state import ServiceState
-from service.uploads import save_upload
+from service.uploads import client_name, save_upload
 
 router = APIRouter(tags=["embed"], dependencies=[Depends(require_read_key)])
 
@@ -27,8 +29,10 @@ async def embed(request: Request, state: ServiceState = Depends(get_state)) -> E
     if content_type.startswith("application/json"):
         try:
             req = EmbedTextRequest.model_validate_json(await request.body())
-        except ValueError as err:
-            raise HTTPException(422, f"body must be JSON {{\"text\": \"...\"}}: {err}") from None
+        except ValidationError as err:
+            problem = err.errors()[0]
+            raise HTTPException(422, f"body must be JSON {{\"text\": \"...\"}}: {problem['msg']} at "
+                                     f"{'.'.join(str(p) for p in problem['loc']) or 'the top'}") from None
         queries.check_text(state.config, req.text, "text")
         vector = await state.text_batcher.submit(req.text)
         return EmbedOut(kind="text", dim=len(vector), vector=vector.tolist())
@@ -38,8 +42,9 @@ async def embed(request: Request, state: ServiceState = Depends(get_state)) -> E
         if not isinstance(file, UploadFile) and not hasattr(file, "read"):
             raise HTTPException(422, "multipart body needs a 'file' field holding the video")
         cfg = state.config
-        saved = await save_upload(file, cfg.data_dir / "tmp", cfg.max_upload_bytes)
-        emb = await asyncio.to_thread(queries.embed_example, state.embedder, cfg, saved, f"upload {file.filename!r}")
+        saved = await save_upload(file, layout(cfg).tmp, cfg.max_upload_bytes)
+        emb = await asyncio.to_thread(queries.embed_example, state.embedder, cfg, saved,
+                                      f"upload {client_name(file.filename)!r}")
         vector = emb.pooled()
         return EmbedOut(kind="video", dim=len(vector), vector=vector.tolist(),
                         segments=[SegmentOut(start=s, end=e) for s, e in emb.spans])

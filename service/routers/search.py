@@ -11,10 +11,11 @@ from pydantic import ValidationError
 from index.search import MomentResult, Query, VideoResult as IndexResult, search as search_library
 from service import queries, thumbnails
 from service.deps import check_k, get_state, require_read_key
-from service.schemas import (MomentOut, SearchOptions, SearchRequest, SearchResponse, TextResult, VideoResult,
+from service.layout import layout
+from service.schemas import (MAX_ID, MomentOut, SearchOptions, SearchRequest, SearchResponse, TextResult, VideoResult,
                              VideoSearchResponse)
 from service.state import ServiceState
-from service.uploads import file_digest, save_upload
+from service.uploads import client_name, file_digest, save_upload
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read_key)])
 
@@ -68,9 +69,10 @@ async def search_by_file(file: UploadFile = File(description="an image or a vide
     except ValidationError as err:
         raise HTTPException(422, f"options: {err.errors()[0]['msg']} at {err.errors()[0]['loc']}") from None
     cfg = state.config
-    saved = await save_upload(file, cfg.data_dir / "tmp", cfg.max_upload_bytes, allow_images=True)
+    saved = await save_upload(file, layout(cfg).tmp, cfg.max_upload_bytes, allow_images=True)
     digest = await asyncio.to_thread(file_digest, saved)
-    emb = await asyncio.to_thread(queries.embed_example, state.embedder, cfg, saved, f"upload {file.filename!r}")
+    emb = await asyncio.to_thread(queries.embed_example, state.embedder, cfg, saved,
+                                  f"upload {client_name(file.filename)!r}", True)
     planned = await asyncio.to_thread(queries.plan, cfg, state.library, opts, emb.pooled(), digest)
     return await answer(state, planned, opts, started)
 
@@ -78,8 +80,9 @@ async def search_by_file(file: UploadFile = File(description="an image or a vide
 @router.post("/search/video", response_model=VideoSearchResponse,
              summary="Captions from the text gallery and similar videos, for an upload or an indexed video")
 async def search_by_video(file: UploadFile | None = File(None, description="a video file"),
-                          video_id: int | None = Form(None, description="the id of an indexed video"),
-                          k: int = Form(10), state: ServiceState = Depends(get_state)) -> VideoSearchResponse:
+                          video_id: int | None = Form(None, ge=1, le=MAX_ID,
+                                                      description="the id of an indexed video"),
+                          k: int = Form(10, ge=1), state: ServiceState = Depends(get_state)) -> VideoSearchResponse:
     check_k(state, k)
     if (file is None) == (video_id is None):
         raise HTTPException(422, "give exactly one of: a file upload or a video_id")
@@ -88,8 +91,9 @@ async def search_by_video(file: UploadFile | None = File(None, description="a vi
     if video_id is not None:
         vector = await asyncio.to_thread(queries.indexed_video_vector, state.library, video_id)
     else:
-        saved = await save_upload(file, cfg.data_dir / "tmp", cfg.max_upload_bytes)
-        emb = await asyncio.to_thread(queries.embed_example, state.embedder, cfg, saved, f"upload {file.filename!r}")
+        saved = await save_upload(file, layout(cfg).tmp, cfg.max_upload_bytes)
+        emb = await asyncio.to_thread(queries.embed_example, state.embedder, cfg, saved,
+                                      f"upload {client_name(file.filename)!r}")
         vector = emb.pooled()
     exclude = frozenset({video_id}) if video_id is not None else frozenset()
     texts = await asyncio.to_thread(state.library.search_texts, vector, k)
