@@ -102,7 +102,7 @@ def write_import_format(inputs: list[Path], model_path: str, out: Path, window: 
                         device: str | None) -> tuple[int, list[tuple[Path, str]]]:
     """Window vectors of every input into one Parquet file of the import format; (files written, bad files)."""
     from encoders.vector_table import video_table, write_tables
-    from encoders.video_text import load_embedder, model_fingerprint
+    from encoders.video_text import load_embedder
 
     embedder = load_embedder(model_path, device=device or "cpu")
     tables, bad = [], []
@@ -114,7 +114,7 @@ def write_import_format(inputs: list[Path], model_path: str, out: Path, window: 
             continue
         tables.append(video_table(str(path.resolve()), emb.spans, emb.vectors, emb.duration, path.stem))
     if tables:
-        write_tables(out, tables, model_fingerprint(model_path))
+        write_tables(out, tables, embedder.fingerprint)
     return len(tables), bad
 
 

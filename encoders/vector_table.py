@@ -3,7 +3,7 @@
 Columns: `path` (string), `start`, `end` (seconds, float), `vector` (a list of float32 of one fixed length, unit
 norm); optional `duration` (seconds) and `title`; every further column is a user field of the video (the value of its
 first row). A file may carry the fingerprint of the model that made its vectors in its schema metadata
-(`model_fingerprint`, see `encoders.video_text.model_fingerprint`). Written by `python -m encoders.extract --format
+(`model_fingerprint`: the `Embedder.fingerprint` of the model that made them). Written by `python -m encoders.extract --format
 parquet` and `python -m service bulk-ingest`, read by `python -m service import`.
 """
 from __future__ import annotations

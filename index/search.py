@@ -10,7 +10,8 @@ Rankings (ties broken by video id, so pages are stable while the library does no
   (`index.moments.ordered_pair`), among the top `FUSION_DEPTH` videos of either query; by the pair's mean score.
 - sort by a field: the top `FUSION_DEPTH` by score, ordered by that field instead.
 - rescored (a re-rank by a model above this layer, e.g. the matching head): the top `rescore_depth` of the
-  ranking re-ordered by `rescore`'s scores, the rest as they were.
+  ranking re-ordered by `rescore`'s scores (those it cannot score, None, after the scored ones in their order), the
+  rest as they were.
 Every ranking is computed over a fixed depth, never one that depends on the page, so consecutive pages never
 overlap and together equal one request for as many results.
 """
@@ -51,7 +52,7 @@ class Query:
     descending: bool = True
     offset: int = 0
     k: int = 10
-    rescore: Callable[[list["VideoResult"]], list[float]] | None = None  # new scores for the top results
+    rescore: Callable[[list["VideoResult"]], list[float | None]] | None = None  # new scores for the top results
     rescore_depth: int = 16
 
 
@@ -107,7 +108,7 @@ def _page(library: Library, q: Query, hits: list[VideoHit] | None, version: int)
         top = [_with_moments(library, q, record, score) for record, score in ranked[:head]]
         for result, score in zip(top, q.rescore(top)):
             result.rescored = score
-        top.sort(key=lambda r: (-r.rescored, r.video.id))
+        top.sort(key=lambda r: (r.rescored is None, -(r.rescored or 0.0)))  # stable: unscored keep their order
     results = [top[i] if i < head else _with_moments(library, q, *ranked[i])
                for i in range(q.offset, min(q.offset + q.k, len(ranked)))]
     return Page(results, len(ranked) > q.offset + q.k, version)

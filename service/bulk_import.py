@@ -6,9 +6,9 @@ norms, spans, the model fingerprint) before the first write; then videos are sto
 write (one SQLite transaction for FAISS). Each video carries a content hash of its path and vectors, so a run that
 was stopped is resumed by running it again: videos already stored are skipped.
 
-The model check: the library's meta "model_fingerprint", else the fingerprint of --model-path (then stored in the
-library); a file that names another model in its metadata is refused, and so is --model-path naming another model
-than the library's.
+The model check (`Embedder.fingerprint`): the model the library records (service.state), else --model-path's, else
+the one the files name (then recorded, so the service refuses to serve these vectors with another model); a file
+that names another model is refused, and so is --model-path naming another model than the library's.
 """
 from __future__ import annotations
 
@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from encoders.vector_table import BUILT_IN, parquet_files, read_table, vector_matrix
-from encoders.video_text import model_fingerprint
+from encoders.video_text import load_embedder
 from index import Library, NewVideo, check_fields
 from service.config import ServiceConfig, config_from_args
-from service.state import open_library
+from service.state import open_library, record_model, recorded_model
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT = "model_fingerprint"
 NORM_TOLERANCE = 1e-3
 
 
@@ -98,10 +97,11 @@ def _videos(file: Path, table, vectors: np.ndarray) -> list[NewVideo]:
     return out
 
 
-def library_fingerprint(library: Library, checked: Checked, model_path: str | None) -> str | None:
-    """The fingerprint the library's vectors are made by after this import, or ValueError on any mismatch."""
-    stored = library.get_meta(FINGERPRINT)
-    given = model_fingerprint(model_path) if model_path else None
+def library_fingerprint(library: Library, checked: Checked, given: str | None) -> str | None:
+    """The fingerprint the library's vectors are made by after this import (`given`: --model-path's), or ValueError
+    on any mismatch."""
+    recorded = recorded_model(library)
+    stored = recorded["fingerprint"] if recorded else None
     if stored and given and stored != given:
         raise ValueError(f"the library was built with model {stored[:12]}…, --model-path is model {given[:12]}…")
     expected = stored or given
@@ -111,16 +111,16 @@ def library_fingerprint(library: Library, checked: Checked, model_path: str | No
     return expected or checked.fingerprint
 
 
-def import_vectors(library: Library, checked: Checked, model_path: str | None = None,
+def import_vectors(library: Library, checked: Checked, model: str | None = None, given: str | None = None,
                    batch: int = 256) -> tuple[int, int]:
     """Store checked videos in batches; (videos stored, videos already there). ValueError before any write when
-    the dimension or the model does not match the library."""
+    the dimension or the model does not match the library. `model` and `given`: --model-path and its fingerprint."""
     if checked.dim != library.dim:
         raise ValueError(f"the vectors are {checked.dim}-d; the library holds {library.dim}-d vectors")
-    fingerprint = library_fingerprint(library, checked, model_path)
+    fingerprint = library_fingerprint(library, checked, given)
     todo = [v for v in checked.videos if library.find_by_hash(v.content_hash) is None]
-    if fingerprint and library.get_meta(FINGERPRINT) != fingerprint:
-        library.set_meta(FINGERPRINT, fingerprint)
+    if fingerprint and recorded_model(library) is None:
+        record_model(library, fingerprint, model or "the model that wrote the imported files")
     for i in range(0, len(todo), batch):
         library.add_videos(todo[i:i + batch])
         log.info("imported %d of %d videos", min(i + batch, len(todo)), len(todo))
@@ -131,11 +131,13 @@ def run(path: Path, config: ServiceConfig) -> tuple[int, int]:
     """The import into the library `config` names (FAISS under its data dir, or Milvus)."""
     try:
         checked = check_files(path)
+        given = load_embedder(config.model_path, num_frames=config.num_frames, frame_size=config.frame_size,
+                              max_text_tokens=config.max_text_tokens).fingerprint if config.model_path else None
         library = open_library(config, checked.dim)
     except ValueError as err:
         raise ValueError(f"{err}; nothing was imported") from None
     try:
-        return import_vectors(library, checked, config.model_path)
+        return import_vectors(library, checked, config.model_path, given)
     except ValueError as err:  # the dimension and model checks come before the first write
         raise ValueError(f"{err}; nothing was imported") from None
     finally:

@@ -22,7 +22,7 @@ import numpy as np
 
 from encoders.extract import VIDEO_EXTENSIONS
 from encoders.vector_table import parquet_files, video_table, write_tables
-from encoders.video_text import model_fingerprint
+from encoders.video_text import load_embedder
 from service.config import ServiceConfig, config_from_args
 from service.state import resolve_model_path
 
@@ -114,7 +114,8 @@ def bulk_ingest(sources: list[str], out: Path, config: ServiceConfig, workers: i
                                           config.num_frames, config.frame_size, device),
         batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
         num_gpus=worker_gpus)
-    fingerprint = model_fingerprint(model_path)
+    fingerprint = load_embedder(model_path, num_frames=config.num_frames, frame_size=config.frame_size,
+                                max_text_tokens=config.max_text_tokens).fingerprint  # what the actors embed with
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tables, failed, written, shard = [], [], 0, 0
 

@@ -133,10 +133,11 @@ def example_moment_vector(library: Library, example: ExampleMoment) -> np.ndarra
 
 
 def matching_rescore(embedder: Embedder, library: Library, config: ServiceConfig,
-                     text: str) -> Callable[[list[VideoResult]], list[float]]:
+                     text: str) -> Callable[[list[VideoResult]], list[float | None]]:
     """Re-rank scores for the top results: each one's best-moment cosine + `rerank_weight` x the matching head's
     logit on that moment's best window, read from the stored window tokens (decoded again only for videos
-    ingested without them). Tuned and measured on held-out synthetic splits by benchmarks/bench_rerank.py."""
+    ingested without them; None for those whose file cannot be decoded now). Tuned and measured on held-out
+    synthetic splits by benchmarks/bench_rerank.py."""
 
     def rescore(results: list[VideoResult]) -> list[float]:
         tokens, usable = [], []
@@ -152,7 +153,7 @@ def matching_rescore(embedder: Embedder, library: Library, config: ServiceConfig
                 tokens.append(stored)
                 usable.append(i)
         logits = embedder.itm_scores(text, np.stack(tokens)) if tokens else []
-        scores = [r.score for r in results]
+        scores: list[float | None] = [None] * len(results)
         for i, logit in zip(usable, logits):
             scores[i] = results[i].moments[0].score + config.rerank_weight * float(logit)
         return scores

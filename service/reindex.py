@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
                   "with this model until they are: restore their files and run reindex again, or run it with "
                   "--drop-missing to delete them", file=sys.stderr)
             return 1
-        record_model(library, embedder, resolve_model_path(config))
+        record_model(library, embedder.fingerprint, resolve_model_path(config))
         library.set_meta(REINDEX_META, "")
         print(f"re-embedded {library.num_videos()} videos and {texts} captions; model fingerprint "
               f"{embedder.fingerprint}")

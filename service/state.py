@@ -73,21 +73,28 @@ def check_model(config: ServiceConfig, library: Library, embedder: Embedder, mod
     if pending := library.get_meta(REINDEX_META):
         raise ValueError(f"a reindex of {config.data_dir} to the model with fingerprint {pending} did not finish; "
                          f"run it again: {command}")
-    stored = library.get_meta(MODEL_META)
-    if stored is not None and json.loads(stored)["fingerprint"] != embedder.fingerprint and \
+    recorded = recorded_model(library)
+    if recorded is not None and recorded["fingerprint"] != embedder.fingerprint and \
             (library.num_videos() or library.num_texts()):
-        recorded = json.loads(stored)
         raise ValueError(f"the library in {config.data_dir} holds vectors made by another model ({recorded['model']}, "
                          f"fingerprint {recorded['fingerprint']}) than the one configured ({model}, fingerprint "
                          f"{embedder.fingerprint}); searching would compare two embedding spaces. Serve it with the "
                          f"model it was built with, or re-embed every video with this one: {command}")
-    if stored is None and (library.num_videos() or library.num_texts()):
+    if recorded is None and (library.num_videos() or library.num_texts()):
         log.warning("the library predates model fingerprints: recording %s as the model that made it", model)
-    record_model(library, embedder, model)
+    record_model(library, embedder.fingerprint, model)
 
 
-def record_model(library: Library, embedder: Embedder, model: str) -> None:
-    library.set_meta(MODEL_META, json.dumps({"fingerprint": embedder.fingerprint, "model": model}))
+def recorded_model(library: Library) -> dict | None:
+    """{"fingerprint", "model"} of the embedder the library's vectors come from, when one was recorded."""
+    stored = library.get_meta(MODEL_META)
+    return json.loads(stored) if stored is not None else None
+
+
+def record_model(library: Library, fingerprint: str, model: str) -> None:
+    """`fingerprint` is an `Embedder.fingerprint`: the vectors' model, the same for a served model and for the
+    files of the import format its vectors were written to."""
+    library.set_meta(MODEL_META, json.dumps({"fingerprint": fingerprint, "model": model}))
 
 
 def open_library(config: ServiceConfig, dim: int) -> Library:

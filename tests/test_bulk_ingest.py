@@ -99,7 +99,7 @@ def test_bulk_ingest_cli_imports_into_milvus(ray_session, files, tmp_path, capsy
         assert "imported 3 video(s)" in capsys.readouterr().out
         library = MilvusLibrary(server.uri, 32, "bulk", index_kind="flat")
         try:
-            assert library.num_videos() == 3 and library.get_meta("model_fingerprint")
+            assert library.num_videos() == 3 and library.get_meta("model")
             spans, vectors = library.video_segments(library.list_videos(None, 0, 1)[0][0].id)
             assert len(spans) == len(vectors) >= 2
         finally:

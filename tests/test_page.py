@@ -267,9 +267,13 @@ def test_upload_watch_the_jobs_find_play_and_delete(keyed, browser, tmp_path):
     fields.clear()
     path_form = one(browser, "form#add-path")
     path_form.find_element("css selector", "input[name=path]").send_keys("library/walk.mp4\n")
+    # a dropped copy of a video already in the library is refused, naming that video
     drop_file(browser, "#dropzone", f"/videos/{ids[0]}/media", "dropped.mp4", "video/mp4")
-    wait(browser, lambda d: sum(r["status"] == "done" for r in job_rows(d)) == 4, "the path and the dropped file")
-    wait(browser, lambda d: len(visible(d, "[data-library-video-id]")) == 4, "four videos in the library")
+    wait(browser, lambda d: sum(r["status"] == "done" for r in job_rows(d)) == 3, "the path's job")
+    dropped = wait(browser, lambda d: [r for r in job_rows(d) if r["name"] == "dropped.mp4" and r["failed"]],
+                   "the dropped copy to be refused")[0]
+    assert f"already video {ids[0]}" in dropped["text"] and "HTTP 409" in dropped["text"], dropped
+    wait(browser, lambda d: len(visible(d, "[data-library-video-id]")) == 3, "three videos in the library")
     assert {r["name"] for r in job_rows(browser)} == {"zebra0.mp4", "zebra1.mp4", "notes.mp4", "library/walk.mp4",
                                                        "dropped.mp4"}
 
@@ -295,7 +299,7 @@ def test_upload_watch_the_jobs_find_play_and_delete(keyed, browser, tmp_path):
     one(browser, "a[data-view=search]").click()
     search(browser, "zebra", mode="keyword")
     assert result_ids(browser) == [ids[1]]
-    expected_console(browser, r"/videos - Failed to load resource: .* 400")
+    expected_console(browser, r"/videos - Failed to load resource: .* 400", r"/videos - Failed to load resource: .* 409")
 
 
 # --- in the browser: the demo library ---

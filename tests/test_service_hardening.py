@@ -214,9 +214,15 @@ def test_a_file_replaced_by_a_corrupt_one_leaves_rerank_answering(env):
         job = wait_jobs(c, [c.post("/videos", data={"path": "library/victim.mp4"}, headers=WRITE).json()["id"]])[0]
         corrupt_first_frame(env.good, victim)  # replaced on disk behind the service's back
         r = c.post("/search", json={"query": "a clip", "k": 10, "rerank": True})
+        assert r.status_code == 200, r.text  # re-ranked from the window tokens kept at ingestion: nothing decoded
+        assert all(x["rerank_score"] is not None for x in r.json()["results"])
+        (env.service.data_dir / "tokens" / f"{job['video_id']}.npy").unlink()  # now rerank must decode its window
+        r = c.post("/search", json={"query": "a clip", "k": 10, "rerank": True})
         assert r.status_code == 200, r.text
-        scores = {x["video_id"]: x["rerank_score"] for x in r.json()["results"]}
+        results = r.json()["results"]
+        scores = {x["video_id"]: x["rerank_score"] for x in results}
         assert scores[job["video_id"]] is None and scores[env.good_id] is not None
+        assert results[-1]["video_id"] == job["video_id"]  # what cannot be re-scored comes after what was
         victim.write_bytes(b"not a video any more")
         path_job = c.post("/videos", data={"path": "library/victim.mp4", "video_id": str(job["video_id"])},
                           headers=WRITE)

@@ -243,7 +243,7 @@ def test_rerank_reads_stored_window_tokens_not_the_video(env):
         windows = c.get(f"/videos/{ids[6]}").json()["segments"]
         assert tokens.dtype == np.float16 and tokens.shape[0] == len(windows)
         plain = search(c, query="a noisy video", k=10)["results"]
-        media = sorted((service.data_dir / "media" / "uploads").iterdir())
+        media = sorted((service.data_dir / "uploads").iterdir())
         hidden = [p.rename(p.with_name(p.name + ".away")) for p in media]  # no video can be decoded now
         try:
             ranked = search(c, query="a noisy video", k=10, rerank=True)["results"]

@@ -36,21 +36,6 @@ def demo_model_path() -> str:
     return os.environ.get(DEMO_MODEL_ENV) or DEMO_MODEL_DIR
 
 
-def model_fingerprint(path: str) -> str:
-    """What identifies the vectors a model makes: sha256 over config.json then model.safetensors of a saved folder
-    (or over the file of an official checkpoint). A library stores it (meta "model_fingerprint") so vectors of
-    another model are refused."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    files = [os.path.join(path, CONFIG_NAME), os.path.join(path, WEIGHTS_NAME)] if os.path.isdir(path) else [path]
-    for name in files:
-        with open(name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def build_video_text_model(cfg: VideoTextConfig) -> tuple[VideoTextModel, Any]:
     """A fresh model (pretrained parts loaded as the config says) and its tokenizer."""
     model = VideoTextModel(cfg)
