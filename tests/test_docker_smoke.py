@@ -86,6 +86,7 @@ def helpers_running() -> list[str]:
     return found
 
 
+@pytest.mark.timeout(TIMEOUT_S + 400)  # its own limit, then up to 300 s of teardown
 def test_docker_compose_up_for_real():
     assert os.geteuid() == 0, "the Docker smoke test needs root (CI runs as root): it installs and starts dockerd"
     cache = cache_dir()
