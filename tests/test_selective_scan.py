@@ -8,6 +8,7 @@ state), the fast gradient must be zero up to 1e-12 absolute.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import pytest
@@ -229,3 +230,33 @@ def test_cuda_tensors_match_reference():
     out = selective_scan_fn(**cuda_inputs, delta_softplus=True)
     assert last_backend() in ("cuda", "torch")
     assert rel_err(out.cpu(), ref_out) <= TOL
+
+
+def test_the_cache_folder_is_keyed_by_simd_level_and_kernel_source(monkeypatch, tmp_path):
+    from encoders.ops import selective_scan_cpu as cpu
+
+    names = {cpu.build_name(level) for level in ("AVX512", "AVX2", "DEFAULT")}
+    assert len(names) == 3 and all(n.startswith("videomamba_selective_scan_") for n in names)
+    changed = tmp_path / "selective_scan.cpp"
+    changed.write_bytes(cpu.CSRC.read_bytes() + b"\n// edited\n")
+    before = cpu.build_name("AVX2")
+    monkeypatch.setattr(cpu, "CSRC", changed)
+    assert cpu.build_name("AVX2") != before
+
+
+def test_a_build_killed_half_way_does_not_block_the_next_one(tmp_path):
+    """A killed build leaves torch's lock file behind; the next process must still get the kernel (in a fresh cache
+    folder, so this really compiles)."""
+    import subprocess
+    import sys
+
+    from encoders.ops import selective_scan_cpu as cpu
+
+    build_dir = tmp_path / cpu.build_name(torch.backends.cpu.get_cpu_capability())
+    build_dir.mkdir()
+    (build_dir / "lock").write_text("")  # what a SIGKILL during cpp_extension.load leaves
+    code = "from encoders.ops.selective_scan_cpu import build_error; print(build_error())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)})
+    assert done.returncode == 0 and done.stdout.strip() == str(build_error()), done.stderr
+    assert not (build_dir / "lock").exists()

@@ -1,13 +1,18 @@
 """The compiled CPU selective scan: builds csrc/selective_scan.cpp once per machine and wraps it in autograd.
 
 The extension is compiled for the SIMD level torch itself runs at (AVX-512, AVX2, or plain scalar code) and
-cached under $TORCH_EXTENSIONS_DIR, or ~/.cache/videomamba/torch_extensions when that is unset. The backward
+cached under $TORCH_EXTENSIONS_DIR, or ~/.cache/videomamba/torch_extensions when that is unset, in a folder named by
+that level and a hash of the kernel's source and flags: two checkouts, or a changed kernel, never rebuild each
+other's. A build killed half-way leaves torch's lock file behind, which would make every later process wait on it
+forever; builds take an OS lock (freed when its process dies) and clear such a leftover under it. The backward
 pass recomputes each row's states instead of saving (b, d, l, n) states, so memory stays O(b·d·l).
 Gradients do not flow through `last_state` (as in mamba-ssm).
 """
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -23,11 +28,20 @@ ISA_FLAGS = {
     "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"],
 }
 SCALAR_FLAGS = ["-DCPU_CAPABILITY=DEFAULT"]
+BUILD_FLAGS = ["-O3", "-fopenmp"]
 
 
 def extensions_root() -> Path:
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     return Path(root) if root else Path.home() / ".cache" / "videomamba" / "torch_extensions"
+
+
+def build_name(capability: str) -> str:
+    """The extension's name and cache folder for a SIMD level: the level, then a hash of the source and flags."""
+    isa = ISA_FLAGS.get(capability, SCALAR_FLAGS)
+    level = capability.lower() if capability in ISA_FLAGS else "scalar"
+    digest = hashlib.sha256(CSRC.read_bytes() + " ".join([*BUILD_FLAGS, *isa]).encode()).hexdigest()[:12]
+    return f"videomamba_selective_scan_{level}_{digest}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,14 +50,17 @@ def _build():
     from torch.utils import cpp_extension
 
     capability = torch.backends.cpu.get_cpu_capability()
-    isa = ISA_FLAGS.get(capability, SCALAR_FLAGS)
-    name = f"videomamba_selective_scan_{capability.lower() if capability in ISA_FLAGS else 'scalar'}"
+    name = build_name(capability)
     build_dir = extensions_root() / name
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        module = cpp_extension.load(
-            name=name, sources=[str(CSRC)], build_directory=str(build_dir),
-            extra_cflags=["-O3", "-fopenmp", *isa], extra_ldflags=["-fopenmp"], verbose=False)
+        with open(build_dir / "build.flock", "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # one build at a time; the OS frees it if the holder dies
+            (build_dir / "lock").unlink(missing_ok=True)  # torch's own lock: only a killed build leaves it here
+            module = cpp_extension.load(
+                name=name, sources=[str(CSRC)], build_directory=str(build_dir),
+                extra_cflags=[*BUILD_FLAGS, *ISA_FLAGS.get(capability, SCALAR_FLAGS)], extra_ldflags=["-fopenmp"],
+                verbose=False)
     except Exception as exc:  # compiler missing, headers broken, ...: the caller falls back
         return None, _first_error_line(exc)
     return module, None
