@@ -1,4 +1,6 @@
 """Fixtures shared by several test modules."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,3 +27,17 @@ def msrvtt_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     generate(SynthConfig.tiny(root), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """`python -m service` as scripts/demo.sh runs it: the embedded demo library indexed with the committed demo
+    model, with the default segments; built once for the page's and the README's tests."""
+    from encoders.video_text import demo_model_path
+    from test_service_helpers import Service
+
+    root = tmp_path_factory.mktemp("demo")
+    service = Service(root / "data", Path(demo_model_path()), "--embedded-default", "true", "--segment-window",
+                      "8", "--segment-stride", "4", api_key=None).start()
+    yield service
+    service.kill()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from browser_helpers import MissingBrowser, chromium, console_errors, save_small_png, viewport
-from test_service_helpers import API_KEY, ROOT, WRITE, Service, save_tiny_model, write_clip
+from test_service_helpers import API_KEY, ROOT, WRITE, Service, save_tiny_model, wait_ready, write_clip
 
 pytestmark = pytest.mark.slow  # about 3 minutes: two servers (one builds the 27-video demo library) and Chromium
 
@@ -23,19 +23,7 @@ KEY_COOKIE = "vmr_api_key"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The embedded default with the demo model. Started first: it indexes while the keyed tests run."""
-    from encoders.video_text import demo_model_path
-
-    root = tmp_path_factory.mktemp("page-demo")
-    service = Service(root / "data", Path(demo_model_path()), "--embedded-default", "true", "--segment-window",
-                      "8", "--segment-stride", "4", api_key=None).start()
-    yield service
-    service.kill()
-
-
-@pytest.fixture(scope="module")
-def keyed(demo, tmp_path_factory):
+def keyed(demo, tmp_path_factory):  # `demo` (conftest) first: it indexes while the keyed tests run
     """A tiny model behind an API key that reads need too (--protect-reads), with an empty library."""
     root = tmp_path_factory.mktemp("page-keyed")
     service = Service(root / "data", save_tiny_model(root / "model"), "--protect-reads", "true").start()
@@ -79,14 +67,6 @@ def one(driver, css: str):
     from selenium.webdriver.common.by import By
 
     return driver.find_element(By.CSS_SELECTOR, css)
-
-
-def wait_ready(service: Service, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    with service.client() as c:
-        while (status := c.get("/healthz").json()["default_library"]) != "ready":
-            assert not status.startswith("failed") and time.monotonic() < deadline, status
-            time.sleep(0.5)
 
 
 def enter_key(driver, service: Service) -> None:

@@ -40,6 +40,15 @@ def write_clip(path: Path, seconds: float, seed: int, fps: float = 8.0, size: in
     return path
 
 
+def wait_ready(service: "Service", timeout: float = 300) -> None:
+    """Until the embedded default library is built and indexed."""
+    deadline = time.monotonic() + timeout
+    with service.client() as c:
+        while (status := c.get("/healthz").json()["default_library"]) != "ready":
+            assert not status.startswith("failed") and time.monotonic() < deadline, status
+            time.sleep(0.5)
+
+
 def corrupt_first_frame(src: Path, dst: Path) -> Path:
     """A copy of an MP4 whose headers are intact but whose first frame's data is garbage: decord opens it, then
     fails decoding frame 0."""
