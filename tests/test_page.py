@@ -375,3 +375,17 @@ def test_usable_at_360_and_1440_pixels(demo, browser, shots):
     assert one(browser, "#library-count").text == "27 videos" and visible(browser, "#library-more")
     save_small_png(browser, shots / "page-library.png")
     expected_console(browser)
+
+
+def test_the_api_docs_render_in_the_browser_with_nothing_from_elsewhere(demo, browser):
+    """Swagger UI and ReDoc draw the operations from assets the service serves (this machine has no internet: a CDN
+    reference would leave the page blank and log an error)."""
+    browser.get(demo.url + "/docs")
+    wait(browser, lambda d: visible(d, ".swagger-ui .opblock-summary-path[data-path='/search']"), "Swagger UI's /search")
+    browser.get(demo.url + "/redoc")
+    wait(browser, lambda d: d.execute_script("return document.body.innerText.includes('Search videos by text')")
+         or visible(d, "[data-section-id^='operation/']"), "ReDoc's operations")
+    elsewhere = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
+                                       ".filter(n => !n.startsWith(location.origin))")
+    assert not elsewhere, elsewhere
+    expected_console(browser)
