@@ -1,7 +1,8 @@
 """Filters on videos, applied inside the index search: equality and any-of on user fields, ranges on numbers.
 
 Translations: `to_sql` (SQLite, the embedded library) and `to_milvus` (a Milvus boolean expression over typed
-built-in columns and the `facets` JSON column that `facets` computes from a video's user fields).
+built-in columns, typed columns of the user fields a library declares, and the `facets` JSON column that `facets`
+computes from the other user fields).
 
 A filter is a JSON object: `{"corpus": "msrvtt"}` (equality), `{"tag": ["a", "b"]}` (any of), `{"duration":
 {"gte": 10, "lt": 60}}` (a range; operators gt, gte, lt, lte, eq, in). Built-in fields: `duration` (seconds),
@@ -11,6 +12,7 @@ field holding a list matches a condition when any of its items does.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -156,17 +158,63 @@ def facets(fields: dict) -> dict:
     return out
 
 
-def to_milvus(flt: Filter) -> str:
+DECLARED_KINDS = ("text", "number", "bool")  # the types a user field can be declared with
+DECLARED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # what a column name may be
+
+
+def declared_column(name: str) -> str:
+    """The typed column of a declared user field (prefixed: a user field may be called like a built-in column)."""
+    return f"u_{name}"
+
+
+def parse_declared(spec: str | None) -> dict[str, str]:
+    """"camera:text,year:number,indoor:bool" -> {name: kind}; ValueError says what is wrong."""
+    declared: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        name, _, kind = part.partition(":")
+        if not DECLARED_NAME.match(name) or name in BUILTIN or kind not in DECLARED_KINDS or name in declared:
+            raise ValueError(f"declared field {part!r}: write name:kind, with a name of letters, digits and _ (not a "
+                             f"built-in field, each once) and a kind among {', '.join(DECLARED_KINDS)}")
+        declared[name] = kind
+    return declared
+
+
+def check_declared(fields: dict, declared: dict[str, str]) -> None:
+    """Every declared field present, of its kind (a typed column holds one value per video); else ValueError."""
+    for name, kind in declared.items():
+        value = fields.get(name)
+        fits = {"bool": isinstance(value, bool), "text": isinstance(value, str),
+                "number": isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+        if not fits or isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"field {name!r} is declared {kind} in this library: every video needs one {kind} "
+                             f"value, got {value!r}")
+        if kind == "number" and abs(value) > 2**53:
+            raise ValueError(f"field {name!r}: {value} is beyond what a declared number column stores exactly (2**53)")
+        if kind == "text" and len(value) > 1024:
+            raise ValueError(f"field {name!r}: declared text values are at most 1024 characters")
+
+
+def to_milvus(flt: Filter, declared: dict[str, str] | None = None) -> str:
     """A Milvus boolean expression equal to `matches`: built-ins on typed columns of their own name (`duration`
-    < 0 stands for an unknown duration), user fields on the `facets` JSON column."""
-    return " and ".join(f"({_milvus_condition(c)})" for c in flt.conditions)
+    < 0 stands for an unknown duration), declared user fields on their typed columns, other user fields on the
+    `facets` JSON column."""
+    return " and ".join(f"({_milvus_condition(c, declared or {})})" for c in flt.conditions)
 
 
 NEVER = "video_id < 0"  # ids are positive: a condition no value can meet
 
 
-def _milvus_condition(c: Condition) -> str:
+def _milvus_condition(c: Condition, declared: dict[str, str]) -> str:
     values = c.value if c.op == "in" else (c.value,)
+    if c.field in declared:  # one value of a known type per video: a plain comparison
+        kind, column = declared[c.field], declared_column(c.field)
+        if c.op in RANGE_OPS:
+            return f"{column} {RANGE_OPS[c.op]} {_number(c.value)}" if kind == "number" else NEVER
+        chosen = [v for v in values if _kind(v) == kind]
+        if not chosen:
+            return NEVER
+        spell = {"text": _literal, "number": _number, "bool": lambda v: "true" if v else "false"}[kind]
+        return f"{column} in [{', '.join(spell(v) for v in chosen)}]"
     if c.field not in BUILTIN:
         path = f'facets[{_literal("t")}][{_literal(c.field)}]'
         if c.op in RANGE_OPS:

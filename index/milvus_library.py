@@ -7,7 +7,12 @@ Collections, named after `collection` (default "vmr"):
   by video is one server call. Primary keys are allocated by Milvus (`auto_id`).
 - `<name>_videos`: one row per video (path, title, duration, created, user fields as stored, content hash, the
   same filterable columns, and the words keyword search reads, with a BM25 function where the server has one).
-- `<name>_texts`: the caption gallery. `<name>_meta`: settings (`user:<key>`), the vector dimension, the version.
+- `<name>_texts`: the caption gallery. `<name>_meta`: settings (`user:<key>`), the vector dimension, the declared
+  fields, the version.
+
+User fields are JSON (`fields`, and `facets` for filtering) unless the library declares them (`declared`: name ->
+text, number or bool, fixed when the collections are made): a declared field is also a typed scalar column
+(`u_<name>`) of both collections, which filters compare directly, and every video must carry one value of its type.
 
 Ids: video and text ids are allocated by the client, time-ordered so they are never reused: milliseconds since
 2024 × 4096 + a random 12-bit start, below 2**53 (exact in JSON numbers); a process never repeats one, and one a
@@ -34,7 +39,7 @@ import time
 import numpy as np
 
 from index.backend import Unsupported
-from index.filters import Filter, facets, to_milvus
+from index.filters import Filter, check_declared, declared_column, facets, to_milvus
 from index.records import (NewVideo, Segment, TextHit, TextRecord, VideoHit, VideoRecord, check_fields, check_title,
                            keyword_text, normalize, query_words)
 
@@ -75,13 +80,14 @@ class MilvusLibrary:
     """A `Library` in Milvus at `uri` (http://HOST:19530), under collections named after `collection`."""
 
     def __init__(self, uri: str, dim: int, collection: str = "vmr", token: str | None = None,
-                 index_kind: str = "hnsw", timeout: float = 120.0):
+                 index_kind: str = "hnsw", timeout: float = 120.0, declared: dict[str, str] | None = None):
         if index_kind not in INDEX_KINDS:
             raise ValueError(f"Milvus index kind {index_kind!r}: use one of {', '.join(INDEX_KINDS)}")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,200}", collection):
             raise ValueError(f"collection name {collection!r}: letters, digits and _, not starting with a digit")
         self.pm = _pymilvus()
         self.dim, self.uri, self.index_kind, self.timeout = dim, uri, index_kind, timeout
+        self.declared = dict(declared or {})
         self.client = self.pm.MilvusClient(uri=uri, token=token or "", timeout=timeout, dedicated=True,
                                            grpc_options=KEEP_ALIVE)
         self.server = self.client.get_server_version()
@@ -96,7 +102,8 @@ class MilvusLibrary:
     # --- collections ---
     def _open(self) -> None:
         existing = set(self.client.list_collections())
-        if self.names["meta"] not in existing:
+        fresh = self.names["meta"] not in existing
+        if fresh:
             self._create_all(existing)
         for name in self.names.values():
             self.client.load_collection(name)
@@ -106,6 +113,13 @@ class MilvusLibrary:
         elif int(stored) != self.dim:
             raise ValueError(f"Milvus collection {self.names['meta']!r} holds {stored}-d vectors but the model makes "
                              f"{self.dim}-d ones; use another collection or the model it was built with")
+        made = self._meta("declared")
+        if made is None and (fresh or not self.declared):  # collections made before fields could be declared: none
+            self._put_meta("declared", json.dumps(self.declared, sort_keys=True))
+        elif json.loads(made or "{}") != self.declared:
+            raise ValueError(f"the Milvus collections {self.names['meta']!r} were made with the declared fields "
+                             f"{json.loads(made) or 'none'}, not {self.declared or 'none'}; columns cannot change "
+                             f"after that: declare the same, or use another collection")
 
     def _create_all(self, existing: set[str]) -> None:
         DataType = self.pm.DataType
@@ -129,8 +143,10 @@ class MilvusLibrary:
                                               consistency_level="Strong")
 
         text = lambda n: (DataType.VARCHAR, {"max_length": n})  # noqa: E731
+        kinds = {"text": text(1024), "number": (DataType.DOUBLE, {}), "bool": (DataType.BOOL, {})}
         filterable = [("duration", DataType.DOUBLE, {}), ("created", DataType.DOUBLE, {}),
-                      ("title", *text(4 * 512)), ("facets", DataType.JSON, {})]
+                      ("title", *text(4 * 512)), ("facets", DataType.JSON, {}),
+                      *[(declared_column(name), *kinds[kind]) for name, kind in sorted(self.declared.items())]]
         create("segments", [("id", DataType.INT64, {"is_primary": True}), ("video_id", DataType.INT64, {}),
                             ("seg_start", DataType.DOUBLE, {}), ("seg_end", DataType.DOUBLE, {}), *filterable,
                             ("vector", DataType.FLOAT_VECTOR, {"dim": self.dim})], ("vector", self.dim))
@@ -228,7 +244,9 @@ class MilvusLibrary:
         for item, (fields, title, vectors) in zip(items, checked):
             vid = item.video_id if item.video_id is not None else next(fresh)
             common = {"duration": -1.0 if item.duration is None else float(item.duration), "created": now,
-                      "title": title, "facets": facets(fields)}
+                      "title": title, "facets": facets(fields),
+                      **{declared_column(name): fields[name] if kind != "number" else float(fields[name])
+                         for name, kind in self.declared.items()}}
             segments += [{"video_id": vid, "seg_start": float(s), "seg_end": float(e), **common,
                           "vector": v.tolist()} for (s, e), v in zip(item.spans, vectors)]
             row = {"video_id": vid, "path": item.path, **common, "fields": fields,
@@ -254,7 +272,9 @@ class MilvusLibrary:
             raise ValueError(f"expected {self.dim}-d vectors, got {vectors.shape[1]}")
         if len(item.path.encode("utf-8", "replace")) > MAX_VARCHAR:
             raise ValueError(f"a path longer than {MAX_VARCHAR} bytes")
-        return check_fields(item.fields), check_title(item.title), vectors
+        fields = check_fields(item.fields)
+        check_declared(fields, self.declared)
+        return fields, check_title(item.title), vectors
 
     def delete_video(self, video_id: int) -> VideoRecord | None:
         record = self.get_videos([video_id]).get(video_id)
@@ -280,8 +300,8 @@ class MilvusLibrary:
     def list_videos(self, flt: Filter | None, offset: int, limit: int, sort: str = "video_id",
                     descending: bool = False) -> tuple[list[VideoRecord], int]:
         """Sorted here: Milvus queries have no order (a listing reads the sort key of every passing video)."""
-        rows = self._query("videos", to_milvus(flt) if flt else "", ["video_id", sort] if sort != "video_id"
-                           else ["video_id"])
+        rows = self._query("videos", to_milvus(flt, self.declared) if flt else "",
+                           ["video_id", sort] if sort != "video_id" else ["video_id"])
 
         def key(row):
             value = row[sort]
@@ -324,7 +344,8 @@ class MilvusLibrary:
         milvus-lite groups an over-fetch) fetch growing numbers of segments and are grouped here, until k videos
         or the candidates (or Milvus's 16,384-hit limit) run out."""
         queries = normalize(np.atleast_2d(np.asarray(queries, np.float32)))
-        parts = ([to_milvus(flt)] if flt else []) + ([f"video_id not in {sorted(exclude)}"] if exclude else [])
+        parts = ([to_milvus(flt, self.declared)] if flt else []) + \
+            ([f"video_id not in {sorted(exclude)}"] if exclude else [])
         expr = " and ".join(f"({p})" for p in parts)
         fields = ["video_id", "seg_start", "seg_end"]
         found: list[dict[int, tuple]] = [{} for _ in queries]
@@ -358,7 +379,7 @@ class MilvusLibrary:
         if not words:
             return []
         hits = self.client.search(self.names["videos"], data=[" ".join(words)], anns_field="words_bm25",
-                                  limit=min(limit, MAX_TOPK), filter=to_milvus(flt) if flt else "",
+                                  limit=min(limit, MAX_TOPK), filter=to_milvus(flt, self.declared) if flt else "",
                                   output_fields=["video_id"], search_params={"metric_type": "BM25"})[0]
         # milvus-lite returns BM25 scores negated (best first); Milvus returns them as they are
         scored = [(h["entity"]["video_id"], abs(float(h["distance"]))) for h in hits]

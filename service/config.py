@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from index import IndexConfig
+from index.filters import parse_declared
 
 ENV_PREFIX = "VMR_"
 API_KEY = re.compile(r"[!-~]{8,}")  # what an HTTP header carries unchanged: no spaces, nothing to strip or decode
@@ -64,6 +65,7 @@ class ServiceConfig:
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_token: str | None = None  # "user:password" when the server has authentication on
     milvus_collection: str = "vmr"  # prefix of the library's collections (<name>_segments, _videos, _texts, _meta)
+    milvus_fields: str | None = None  # "camera:text,year:number": user fields as typed columns (index.filters)
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
@@ -76,6 +78,7 @@ class ServiceConfig:
                              f"({self.segment_window})")
         if self.index_backend not in ("faiss", "milvus"):
             raise ValueError(f"index_backend must be faiss or milvus, got {self.index_backend!r}")
+        parse_declared(self.milvus_fields)
         if self.library is not None:
             self.library = Path(self.library)
             if not self.library.is_dir():
@@ -174,6 +177,9 @@ FIELD_HELP: dict[str, tuple[str, str | None]] = {
     "milvus_token": ("\"user:password\" when the Milvus server has authentication on", "none"),
     "milvus_collection": ("prefix of the library's Milvus collections (<name>_segments, _videos, _texts, _meta)",
                           None),
+    "milvus_fields": ("user fields kept as typed Milvus columns, e.g. camera:text,year:number,indoor:bool (kinds: "
+                      "text, number, bool); fixed when the collections are made, and every video must carry them; "
+                      "other fields are JSON", "none"),
 }
 
 

@@ -11,6 +11,7 @@ from typing import IO
 
 from encoders.video_text import Embedder, demo_model_path, load_embedder
 from index import FaissLibrary, Library
+from index.filters import parse_declared
 from service.batcher import MicroBatcher
 from service.checkpointer import Checkpointer
 from service.config import ServiceConfig
@@ -103,7 +104,8 @@ def open_library(config: ServiceConfig, dim: int) -> Library:
         from index.milvus_library import MilvusLibrary
 
         kind = {"auto": "hnsw", "ivfpq": "ivf"}.get(config.index.kind, config.index.kind)
-        return MilvusLibrary(config.milvus_uri, dim, config.milvus_collection, config.milvus_token, kind)
+        return MilvusLibrary(config.milvus_uri, dim, config.milvus_collection, config.milvus_token, kind,
+                             declared=parse_declared(config.milvus_fields))
     return FaissLibrary(layout(config).index, dim, config.index)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from index import FaissLibrary, IndexConfig, NewVideo, parse_filter
 from index.backend import Unsupported
-from index.filters import matches
+from index.filters import matches, to_milvus
 from index.records import normalize
 from index.search import FUSION_DEPTH, Query, fuse, search
 from milvus_servers import ROOT_TOKEN, MilvusLite, MilvusStandalone
@@ -456,3 +456,68 @@ def test_the_same_top_k_as_the_faiss_backend_on_the_same_library(backend, librar
             assert [(h.start, h.end) for h in g] == [(h.start, h.end) for h in w]
     finally:
         reference.close()
+
+
+# ------------------------------------------------------------------------------------------ declared fields (Milvus)
+
+DECLARED = {"kind": "text", "group": "number", "rating": "number", "public": "bool"}
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b is not FaissBackend], ids=lambda b: b.name)
+def declared_library(request, tmp_path):
+    """A Milvus library whose fill() fields kind, group, rating and public are typed columns."""
+    from index.milvus_library import MilvusLibrary
+
+    backend = request.param(tmp_path / "library", request.getfixturevalue("milvus_server"))
+    lib = MilvusLibrary(backend.server.uri, DIM, backend.collection, token=backend.token, index_kind=backend.kind,
+                        declared=DECLARED)
+    yield backend, lib
+    lib.close()
+
+
+@subset
+@pytest.mark.parametrize("spec", [{"kind": "dog"}, {"group": [1, 3]}, {"rating": {"gte": 1, "lt": 3}},
+                                  {"public": True}, {"kind": "dog", "rating": {"lte": 2.5}}, {"group": "1"},
+                                  {"public": 1}, {"rating": 1}, {"kind": {"gt": 1}}, {"group": {"in": [1.0, True]}},
+                                  {"kind": ["cat", 3], "tags": "t2"}])
+def test_declared_fields_are_typed_columns_that_filters_compare(declared_library, spec):
+    backend, library = declared_library
+    columns = {f["name"]: f["type"] for f in
+               library.client.describe_collection(library.names["segments"])["fields"]}
+    from pymilvus import DataType
+
+    assert (columns["u_kind"], columns["u_group"], columns["u_public"]) == (DataType.VARCHAR, DataType.DOUBLE,
+                                                                            DataType.BOOL)
+    ids, vectors = fill(library, 40)
+    flt = parse_filter(spec)
+    assert to_milvus(flt, DECLARED) != to_milvus(flt)  # the typed columns are what is compared
+    records = library.get_videos(ids)
+    keep = {vid for vid, r in records.items() if matches(r.fields, {}, flt)}
+    q = unit(np.random.default_rng(3), 1)[0]
+    hits = library.search_videos(q[None], 10, flt)[0]
+    assert [h.video.id for h in hits] == exact_video_ranking(vectors, ids, q, keep)[:10]
+    listed, total = library.list_videos(flt, 0, 100)
+    assert {r.id for r in listed} == keep and total == len(keep)
+
+
+@subset
+def test_a_video_without_its_declared_fields_is_refused_and_the_declaration_is_fixed(declared_library):
+    from index.milvus_library import MilvusLibrary
+
+    backend, library = declared_library
+    vector = unit(np.random.default_rng(0), 1)
+    good = {"kind": "cat", "group": 1, "rating": 0.5, "public": False}
+    for bad, message in [({k: v for k, v in good.items() if k != "kind"}, "'kind' is declared text"),
+                         ({**good, "group": "1"}, "'group' is declared number"),
+                         ({**good, "public": 0}, "'public' is declared bool"),
+                         ({**good, "kind": ["cat"]}, "'kind' is declared text")]:
+        with pytest.raises(ValueError, match=message):
+            library.add_videos([NewVideo("/media/ok.mp4", 4.0, [(0, 4)], vector, good),
+                                NewVideo("/media/bad.mp4", 4.0, [(0, 4)], vector, bad)])
+    assert library.num_videos() == 0 and library.num_segments() == 0  # nothing of the batch was written
+    library.add_videos([NewVideo("/media/ok.mp4", 4.0, [(0, 4)], vector, {**good, "extra": "json"})])
+    with pytest.raises(ValueError, match="made with the declared fields"):
+        MilvusLibrary(backend.server.uri, DIM, backend.collection, token=backend.token, index_kind=backend.kind,
+                      declared={"kind": "text"})
+    with pytest.raises(ValueError, match="made with the declared fields"):
+        MilvusLibrary(backend.server.uri, DIM, backend.collection, token=backend.token, index_kind=backend.kind)
