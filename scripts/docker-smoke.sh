@@ -288,12 +288,12 @@ print(f"docker-smoke: /healthz ({phase}): {json.dumps(health)}", file=sys.stderr
 if health.get("scan_backend") != "cpp":
     fail(f"the encoder does not run the compiled kernel in the container: scan_backend={health.get('scan_backend')}")
 
-query = {"query": "a red circle moves to the left", "k": 3}
+query = {"query": "a large blue circle goes to the left", "k": 3}
 status, found = call("POST", "/search", query)
 if status != 200 or not found.get("results"):
     fail(f"search on the demo library: {status} {found}")
 top = [r["video_id"] for r in found["results"]]
-hits = [(r["path"].rsplit("/", 1)[-1], round(r["score"], 3)) for r in found["results"]]
+hits = [(r["title"], round(r["score"], 3)) for r in found["results"]]
 print(f"docker-smoke: search ({phase}): {hits}", file=sys.stderr)
 
 if phase == "first":

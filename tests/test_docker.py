@@ -1,5 +1,7 @@
 """docker/: compose.yaml validates with docker-compose (installed by scripts/setup.sh; no engine needed)."""
+import fnmatch
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,7 +44,7 @@ def test_compose_refuses_to_start_without_an_api_key():
 def test_images_pin_torch():
     for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
         assert "torch==2.13.0" in (DOCKER / name).read_text()
-        assert "COPY media media" in (DOCKER / name).read_text()  # every package the service imports
+        assert "COPY . /src" in (DOCKER / name).read_text()  # the whole context: every package pyproject names
     assert "faiss-gpu" in (DOCKER / "Dockerfile.gpu").read_text()
     assert "mamba-ssm" in (DOCKER / "Dockerfile.gpu").read_text()
 
@@ -105,4 +107,9 @@ def test_build_context_leaves_out_local_state():
                if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", "data", "runs", "tests", "**/__pycache__"} <= ignored
     assert not any(line.startswith("!") for line in ignored)  # exclusions only: new packages are sent
+    packages = re.search(r'include = \[(.*?)\]', (DOCKER.parent / "pyproject.toml").read_text()).group(1)
+    names = re.findall(r'"(\w+)\*"', packages)
+    assert "media" in names and "service" in names
+    for package in names:  # every installed package reaches the image
+        assert not any(fnmatch.fnmatch(package, pattern.rstrip("/")) for pattern in ignored), package
     assert not list(DOCKER.glob("*.dockerignore"))  # BuildKit would prefer these to the root file
