@@ -91,3 +91,11 @@ def ordered_pair(spans: Sequence[tuple[float, float]], first_scores, then_scores
                 if best is None or score > best[2]:
                     best = (a, b, score)
     return best
+
+
+def unordered_pair(spans: Sequence[tuple[float, float]], first_scores,
+                   then_scores) -> tuple[Moment, Moment, float]:
+    """The order-blind baseline of `ordered_pair` (a bag of moments): each query's best moment wherever it lies,
+    scored the same way, by the mean of the two moments' scores."""
+    a, b = moments(spans, first_scores, 1)[0], moments(spans, then_scores, 1)[0]
+    return a, b, (a.score + b.score) / 2

@@ -12,7 +12,8 @@ Text handling per corpus: ``single`` (one str caption per record; several record
 list of sentences joined with spaces, DiDeMo/ActivityNet). Captions pass through the official
 :func:`encoders.video_text.pre_text`. Records may carry ``"hard_negative_group"`` and ``"temporal"`` (synthetic
 corpora: clips that differ only in time order, or for training only in the shape, ``"shape"``); benchmarks
-expose them for temporal accuracy, and training batches keep a group together.
+expose them for temporal accuracy, and training batches keep a group together. The synthetic ``events`` split's
+records also carry ``"events"``: each event's caption with its start and end in seconds (``read_events``).
 
     pairs = load_pairs("msrvtt", root, split="train")       # Pairs: media paths, captions, sample ids
     bench = load_benchmark("msrvtt", root)                   # Benchmark: texts, videos, txt2vid, vid2txt
@@ -110,6 +111,9 @@ register_corpus(CorpusSpec("anet", "benchmark", "video", "paragraph", 150,
 register_corpus(CorpusSpec("lsmdc", "benchmark", "video", "single", 96,
                            {"train": "lsmdc_ret_train.json", "test": "lsmdc_ret_test_1000.json"}, "LSMDC",
                            "https://sites.google.com/site/describingmovies", eval_split="test"))
+register_corpus(CorpusSpec("events", "benchmark", "video", "paragraph", 64, {"test": "events_ret_test.json"},
+                           "Events", "nowhere: synthetic only (python -m retrieval.synth --events-test N)",
+                           eval_split="test"))
 register_corpus(CorpusSpec("msvd", "benchmark", "video", "multi", 64,
                            {"train": "msvd_ret_train.json", "test": "msvd_ret_test.json"}, "MSVD_Videos",
                            "https://www.cs.utexas.edu/users/ml/clamp/videoDescription/", eval_split="test"))
@@ -318,6 +322,32 @@ def load_pairs(name: str, root: str | os.PathLike | None = None, split: str = "t
         for text in _texts_of(rec["caption"], spec):
             items.append(Pair(str(media_root / rec["media"]), text, sid, rec["group"], rec["temporal"]))
     return Pairs(spec.name, split, spec.media, items, spec.max_txt_len, spec.trimmed30)
+
+
+@dataclass(frozen=True)
+class EventVideo:
+    """A video of the events split: its events' captions in time order, each with its (start, end) in seconds."""
+
+    path: str
+    captions: list[str]
+    spans: list[tuple[float, float]]
+    group: str | None = None
+
+
+def read_events(root: str | os.PathLike, split: str = "test") -> list[EventVideo]:
+    """The events split of a data root with the timing of every event (what "A then B" is measured against)."""
+    spec = get_corpus("events")
+    anno = spec.anno_path(root, split)
+    out = []
+    for i, (rec, raw) in enumerate(zip(read_annotation(anno, spec), json.loads(anno.read_text()))):
+        events = raw.get("events")
+        if not (isinstance(events, list) and events and
+                all(isinstance(e, dict) and {"caption", "start", "end"} <= e.keys() for e in events)):
+            raise AnnotationError(f"{anno}: record {i}: field 'events' must be a non-empty list of "
+                                  "{caption, start, end}")
+        out.append(EventVideo(str(spec.media_root(root) / rec["media"]), [e["caption"] for e in events],
+                              [(float(e["start"]), float(e["end"])) for e in events], rec["group"]))
+    return out
 
 
 def load_benchmark(name: str, root: str | os.PathLike | None = None, split: str | None = None,

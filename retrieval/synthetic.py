@@ -14,6 +14,8 @@ from retrieval.distributed import rank_world
 from retrieval.synth import writer
 from retrieval.synth.writer import SynthConfig, generate
 
+OPT_IN_VIDEOS = 100  # the evaluation size of a split the generator leaves out by default (events)
+
 
 def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos: int | None,
                    progress: bool = True) -> Path:
@@ -24,7 +26,7 @@ def synthetic_root(bench: str, cache_dir: Path, videos: int | None, train_videos
                      for c in list_corpora() for split in get_corpus(c).splits}
     counts = {name: 0 for name in corpus_counts if name in vars(defaults)}
     eval_field = f"{bench}_{spec.eval_split}"
-    counts[eval_field] = videos or getattr(defaults, eval_field)
+    counts[eval_field] = videos or getattr(defaults, eval_field) or OPT_IN_VIDEOS
     if train_videos is not None:
         counts[f"{bench}_train"] = train_videos or getattr(defaults, f"{bench}_train")
     settings = {k: v for k, v in dataclasses.asdict(SynthConfig(out="", **counts)).items() if k != "out"}

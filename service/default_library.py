@@ -2,7 +2,8 @@
 model, so that `python -m service` alone answers the README's quickstart query with real results.
 
 Short clips come from the synthetic MSR-VTT test split (their captions also fill the text gallery); a few longer
-DiDeMo-style videos show segment search. Everything is built once in the data dir and reused on later starts.
+DiDeMo-style videos show segment search, and two videos of several events in order with their order-swapped twins
+(the events split) show moments and "A then B". Everything is built once in the data dir and reused on later starts.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
-SYNTH_COUNTS = dict(msrvtt_test=24, didemo_test=3)
+SYNTH_COUNTS = dict(msrvtt_test=24, didemo_test=3, events_test=4)
 SYNTH_LONG_SECONDS = (12.0, 16.0)
 
 
@@ -42,7 +43,7 @@ def _build(state: ServiceState) -> None:
             generate(SynthConfig(out=str(root), didemo_seconds=SYNTH_LONG_SECONDS, workers=1, **SYNTH_COUNTS,
                                  **zero), progress=False)
         jobs = []
-        for corpus in ("msrvtt", "didemo"):
+        for corpus in ("msrvtt", "didemo", "events"):
             bench = load_benchmark(corpus, root, "test")
             if corpus == "msrvtt" and not state.library.num_texts():
                 state.library.add_texts(bench.texts, state.embedder.embed_texts(bench.texts),

@@ -21,10 +21,11 @@ def test_pre_text_matches_the_official_rule():
 
 
 def test_registry_has_the_standard_corpora():
-    assert list_corpora("benchmark") == ["anet", "didemo", "lsmdc", "msrvtt", "msvd"]
+    assert list_corpora("benchmark") == ["anet", "didemo", "events", "lsmdc", "msrvtt", "msvd"]
     assert list_corpora("pretrain") == ["cc3m", "webvid"]
     lens = {n: get_corpus(n).max_txt_len for n in list_corpora()}
-    assert lens == {"msrvtt": 32, "didemo": 64, "anet": 150, "lsmdc": 96, "msvd": 64, "webvid": 32, "cc3m": 32}
+    assert lens == {"msrvtt": 32, "didemo": 64, "anet": 150, "lsmdc": 96, "msvd": 64, "webvid": 32, "cc3m": 32,
+                    "events": 64}
     assert get_corpus("didemo").trimmed30 and not get_corpus("anet").trimmed30
     assert get_corpus("msrvtt").splits["test"] == "msrvtt_ret_test1k.json"
     with pytest.raises(KeyError, match="unknown corpus 'kinetics'"):

@@ -16,7 +16,7 @@ import pytest
 from browser_helpers import MissingBrowser, chromium, console_errors, save_small_png, viewport
 from test_service_helpers import API_KEY, ROOT, WRITE, Service, save_tiny_model, wait_ready, write_clip
 
-pytestmark = pytest.mark.slow  # about 3 minutes: two servers (one builds the 27-video demo library) and Chromium
+pytestmark = pytest.mark.slow  # about 3 minutes: two servers (one builds the 31-video demo library) and Chromium
 
 WAIT = 60  # seconds any page state may take to appear on a loaded machine
 KEY_COOKIE = "vmr_api_key"
@@ -372,7 +372,7 @@ def test_usable_at_360_and_1440_pixels(demo, browser, shots):
     browser.get(demo.url + "#library")
     wait(browser, lambda d: len(visible(d, "[data-library-video-id]")) == 24, "the library's first page")
     wait(browser, lambda d: thumbnails_loaded(d, "#library"), "the library's thumbnails")
-    assert one(browser, "#library-count").text == "27 videos" and visible(browser, "#library-more")
+    assert one(browser, "#library-count").text == "31 videos" and visible(browser, "#library-more")
     save_small_png(browser, shots / "page-library.png")
     expected_console(browser)
 

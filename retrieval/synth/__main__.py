@@ -2,7 +2,8 @@
 
 Writes a synthetic corpus in the official layouts (anno_pretrain/, anno_downstream/ and the media folders of
 retrieval/corpora.py): a WebVid-style training corpus (JSON and WebVid's CSV), CC3M-style stills and the five
-benchmark splits. No download; about a minute for the defaults on 2 cores. A count of 0 leaves a split out.
+benchmark splits, and the events split (videos of several events in order, for "A then B"). No download; about a
+minute for the defaults on 2 cores. A count of 0 leaves a split out.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ HELP = {
     "anet_train": "long videos of the ActivityNet-style train split",
     "anet_val": "long videos of the ActivityNet-style val split",
     "anet_seconds": "length range of the ActivityNet-style videos, seconds",
+    "events_test": "videos of the events split: 2 or 3 events in order, each video with its order-swapped twin",
+    "events_seconds": "length range of one event's part of an events video (the event and its idle time), seconds",
     "two_event_fraction": "share of short clips with two events (\"..., then ...\")",
     "hard_negative_fraction": "share of clips in a reversed or swapped-order pair",
     "shape_twin_fraction": "share of training clips in a pair that differs only in the shape",

@@ -10,7 +10,7 @@ import json
 import multiprocessing
 import time
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class SynthConfig:
     anet_train: int = 30
     anet_val: int = 20
     anet_seconds: tuple[float, float] = (60.0, 180.0)
+    events_test: int = 0  # videos of 2 or 3 events in order, each with its order-swapped twin (counted); opt-in
+    events_seconds: tuple[float, float] = (7.0, 9.0)  # one event's part of such a video, its idle time included
     two_event_fraction: float = 0.5  # short clips with two events ("..., then ...")
     hard_negative_fraction: float = 0.2  # share of clips that belong to a reversed/swapped pair
     shape_twin_fraction: float = 0.0  # share of short clips in a pair that differs only in the shape (training)
@@ -61,7 +63,7 @@ class SynthConfig:
         small = dict(size=32, frames=8, webvid=12, cc3m=4, msrvtt_train=12, msrvtt_test=10, msvd_train=6,
                      msvd_test=6, msvd_captions=3, lsmdc_train=6, lsmdc_test=6, didemo_train=2, didemo_test=2,
                      didemo_seconds=(6.0, 8.0), anet_train=2, anet_val=2, anet_seconds=(8.0, 10.0),
-                     hard_negative_fraction=0.5, workers=1)
+                     events_test=2, events_seconds=(2.0, 3.0), hard_negative_fraction=0.5, workers=1)
         return cls(out=str(out), **{**small, **overrides})
 
     def __post_init__(self):
@@ -69,6 +71,8 @@ class SynthConfig:
             raise ValueError(f"size must be even and >= 16, got {self.size}")
         if self.frames < 2 or self.frames % 2:
             raise ValueError(f"frames must be even and >= 2 (a swapped-order twin exchanges the halves), got {self.frames}")
+        if self.events_test % 2:
+            raise ValueError(f"events_test must be even (every video comes with its twin), got {self.events_test}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 <= self.hard_negative_fraction <= 1:
@@ -78,16 +82,20 @@ class SynthConfig:
                              f"{self.shape_twin_fraction} with hard_negative_fraction {self.hard_negative_fraction}")
 
 
-# How a derived clip's frames come from its source's. Both keep the set of frames, so a model that averages
-# frames cannot tell a clip from its twin: only the order differs.
+# How a derived clip's frames come from its source's (and the number of its events). Both keep the set of frames,
+# so a model that averages frames cannot tell a clip from its twin: only the order differs.
 REORDERS = {
-    "reverse": lambda frames: frames[::-1],
-    "swap_halves": lambda frames: np.roll(frames, -(len(frames) // 2), axis=0),
+    "reverse": lambda frames, events: frames[::-1],
+    "swap_halves": lambda frames, events: np.roll(frames, -(len(frames) // 2), axis=0),
+    "reverse_events": lambda frames, events: np.concatenate(np.split(frames, events)[::-1]),
 }
 # Events that leave what a caption's subject names (size, colour, visibility) unchanged: after the cut in the
 # middle of a swapped-order twin the clip starts over from the scene's first state, which then still fits.
 CUT_SAFE_KINDS = ("move", "rotate")
 SWAP_HOLD = 0.15  # idle time at each end of a swapped pair's clips; the gap between the events is twice it
+# An events video: each event (weight 1) in its own equal part with this idle time on each side, so the event fills
+# two thirds of its part, as in a one-event clip; its twin is the parts in reverse order.
+EVENT_HOLD = 0.25
 
 
 @dataclass
@@ -103,9 +111,12 @@ class Clip:
     frames_of: int | None = None
     reorder: str | None = None
     image: bool = False
+    events: list[dict] = field(default_factory=list)  # events videos: {"caption", "start", "end"} in time order
 
     def record(self, media_key: str = "video") -> dict:
         rec = {media_key: self.path, "caption": self.caption}
+        if self.events:
+            rec["events"] = self.events
         if self.group:
             rec.update(hard_negative_group=self.group, temporal=self.temporal)
         return rec
@@ -200,6 +211,40 @@ def plan_clips(rng: np.random.Generator, n: int, domain: str, cfg: SynthConfig, 
     return clips
 
 
+def plan_events(rng: np.random.Generator, n: int, cfg: SynthConfig, group_prefix: str) -> list[Clip]:
+    """``n`` test-domain videos of 2 or 3 events in order, in pairs: a video and its twin, which shows the same
+    parts (one event each, idle time around it) in reverse order, so every two events of the video come in the
+    other order in the twin. Only moves and rotations: they leave what the caption's subject names unchanged, so
+    each event's caption holds wherever the event is put."""
+    used: set[str] = set()
+    clips: list[Clip] = []
+    while len(clips) < n:
+        count = int(rng.integers(2, 4))
+        part = max(2, int(round(float(rng.uniform(*cfg.events_seconds)) * cfg.fps)))
+
+        def usable(s: Scene) -> bool:
+            twin = replace(s, events=s.events[::-1])
+            return (len(s.events) == count and all(e.kind in CUT_SAFE_KINDS for e in s.events)
+                    and s.key() != twin.key() and twin.key() not in used)
+
+        scene = _draw(rng, "test", cfg, used, num_events=count, allow_visibility=False, ok=usable, hold=EVENT_HOLD,
+                      gap=2 * EVENT_HOLD)
+        group = f"{group_prefix}-hn{len(clips) // 2:05d}"
+        for twin, reorder in ((scene, None), (replace(scene, events=scene.events[::-1]), "reverse_events")):
+            used.add(twin.key())
+            clips.append(Clip("", twin, count * part, group=group, temporal="swapped",
+                              frames_of=len(clips) - 1 if reorder else None, reorder=reorder))
+    return clips
+
+
+def event_spans(num_frames: int, count: int, fps: float) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each event of an events video, to within a frame: the middle of its part, without
+    the idle time."""
+    part = num_frames / count / fps
+    lead = EVENT_HOLD / (1 + 2 * EVENT_HOLD)
+    return [(round((i + lead) * part, 3), round((i + 1 - lead) * part, 3)) for i in range(count)]
+
+
 def plan_corpus(cfg: SynthConfig) -> dict[tuple[str, str], list[Clip]]:
     """(corpus, split) -> planned clips with paths and captions filled in."""
     plans: dict[tuple[str, str], list[Clip]] = {}
@@ -226,6 +271,9 @@ def plan_corpus(cfg: SynthConfig) -> dict[tuple[str, str], list[Clip]]:
         rng = rng_for(len(short) + len(long))
         plans[("cc3m", "train")] = [Clip("", _draw(rng, "train", cfg, None, num_events=0), 2, image=True)
                                     for _ in range(cfg.cc3m)]
+    if cfg.events_test:  # a stream of its own after every other split's, which it leaves unchanged
+        plans[("events", "test")] = plan_events(rng_for(len(short) + len(long) + 1), cfg.events_test, cfg,
+                                                "events-test")
     _name_and_caption(plans, cfg)
     return plans
 
@@ -253,6 +301,10 @@ def _name_and_caption(plans: dict[tuple[str, str], list[Clip]], cfg: SynthConfig
                 clip.caption = captions.lsmdc_caption(clip.scene, rng)
             elif corpus in ("didemo", "anet"):
                 clip.caption = captions.paragraph(clip.scene, rng)
+            elif corpus == "events":
+                clip.caption = [captions.caption(replace(clip.scene, events=(e,))) for e in clip.scene.events]
+                spans = event_spans(clip.num_frames, len(clip.scene.events), cfg.fps)
+                clip.events = [{"caption": c, "start": s, "end": e} for c, (s, e) in zip(clip.caption, spans)]
             else:
                 clip.caption = captions.caption(clip.scene, rng)
 
@@ -267,7 +319,7 @@ def _render_job(job: tuple) -> int:
         if image:
             write_image(path, frames[0])
         else:
-            write_video(path, REORDERS[reorder](frames) if reorder else frames, fps=fps, crf=crf)
+            write_video(path, REORDERS[reorder](frames, len(scene.events)) if reorder else frames, fps=fps, crf=crf)
     return len(outputs)
 
 
