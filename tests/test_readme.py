@@ -60,6 +60,20 @@ def check_then(answer, c):
     assert a["end"] <= b["start"] <= a["end"] + 10
 
 
+def check_events_then(answer, c, demo):
+    from retrieval.corpora import read_events
+
+    first = answer["results"][0]
+    assert first["title"] == "events_test_00000" and first["fields"]["corpus"] == "events"
+    truth = next(v for v in read_events(demo.data_dir / "demo") if v.path.endswith("/events_test_00000.mp4"))
+    a, b = first["moments"]
+    assert (a["start"], a["end"], b["start"], b["end"]) == (0.0, 8.0, 8.0, 12.0)
+    left, up = (truth.spans[truth.captions.index(t)] for t in ("a small blue ring moves to the left on a gray "
+                                                               "background", "a small blue ring moves up on a gray "
+                                                               "background"))
+    assert a["start"] < left[1] and left[0] < a["end"] and b["start"] < up[1] and up[0] < b["end"]  # overlap
+
+
 def check_keyword(answer, c):
     assert set(titles(answer)) == {"video3", "video4", "didemo_test_00002"}
     assert all("hexagon" in r["fields"]["caption"] for r in answer["results"])
@@ -86,6 +100,8 @@ CHECKS = {
     key('{"query": "a large red circle goes to the right", "filters": {"corpus": "didemo"}, "k": 2}'):
         check_filtered_long_video,
     key('{"query": "a large red circle goes to the right", "then": "it contracts", "max_gap": 10, "k": 2}'): check_then,
+    key('{"query": "a small blue ring moves to the left on a gray background", "then": "a small blue ring moves up on '
+        'a gray background", "k": 2}'): check_events_then,
     key('{"query": "hexagon", "mode": "keyword", "k": 5}'): check_keyword,
     key('{"query": "a medium red cross", "k": 2}'): check_first_page,
     key(f'{{"query": "a medium red cross", "k": 2, "page_token": "{TOKEN_PLACEHOLDER}"}}'): None,  # the next page
@@ -116,7 +132,8 @@ def test_the_readme_search_examples_return_what_the_readme_says(demo):
                 continue
             answer = c.post("/search", json=json.loads(body))
             assert answer.status_code == 200, (body, answer.text)
-            CHECKS[key(body)](answer.json(), c)
+            check = CHECKS[key(body)]
+            check(answer.json(), c, *([demo] if check is check_events_then else []))
             previous = answer.json()
 
 
