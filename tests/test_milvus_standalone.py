@@ -1,6 +1,8 @@
 """The contract subset (tests marked `milvus23` in test_library_contract.py) against the real Milvus 2.3 standalone
-binary from the PyPI package `milvus` 2.3.5, with FLAT, HNSW and IVF indexes, authentication on (every call with a
-token; a wrong token refused), kill and restart. The binary listens on every interface, so the run happens in a
+binary from the PyPI package `milvus` 2.3.5, authentication on (every call with a token; a wrong token refused),
+kill and restart: every test of the subset with a FLAT index, and the ones whose answer depends on the index (exact
+top-k and grouping, against FAISS) with HNSW and IVF too. Each test makes its own collections, which a 2.3 server
+creates and loads in seconds, so running all of it for three index kinds would take most of CI's half hour. The binary listens on every interface, so the run happens in a
 network namespace that has only loopback (`unshare --net`, needs root), where the inner run starts the server."""
 import os
 import re
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-INNER = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "milvus23", "tests/test_library_contract.py"]
+INNER = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "milvus23", "tests/test_library_contract.py", "-k",
+         "'flat or search_is_exact or same_top_k or batched_queries'"]
 
 
 def inner(*extra: str, timeout: float) -> subprocess.CompletedProcess:
@@ -24,11 +27,12 @@ def inner(*extra: str, timeout: float) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow  # about N minutes: the server starts once, restarts once per index kind
+@pytest.mark.slow  # about 10 minutes on an idle 2-core machine: the server starts once and restarts twice
 def test_contract_subset_passes_against_milvus_2_3_standalone():
     collected = inner("--collect-only", timeout=300)
     expected = int(re.search(r"(\d+)(?:/\d+)? tests? collected", collected.stdout).group(1))
-    assert expected >= 60, collected.stdout[-2000:]  # about 25 tests x 3 index kinds
+    kinds = {kind: collected.stdout.count(f"milvus-2.3-{kind}") for kind in ("flat", "hnsw", "ivf")}
+    assert expected >= 50 and kinds["flat"] >= 40 and kinds["hnsw"] == kinds["ivf"] >= 5, (kinds, collected.stdout[-2000:])
     run = inner("-rfEs", timeout=2400)
     summary = run.stdout.strip().splitlines()[-1]
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
