@@ -13,7 +13,7 @@ from encoders.video_text import load_embedder
 from media import OpenedVideo, VideoDecodeError, stream_segments, thumbnail_taps, write_thumbnails, write_video
 from media.clips import window_frame_indices
 from test_media import _peak_growth_mb
-from test_service_helpers import save_tiny_model, write_clip
+from test_service_helpers import corrupt_middle, save_tiny_model, write_clip
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +27,6 @@ def clips(tmp_path_factory):
     return {"short": write_clip(root / "short.mp4", 1.5, 0),  # shorter than every window: one partial window
             "odd": write_clip(root / "odd.mp4", 7.3, 1, fps=10, size=48),  # a last window that does not fit
             "long": write_clip(root / "long.mp4", 12, 2, fps=8, size=32)}
-
-
-def corrupt_middle(src: Path, dst: Path) -> Path:
-    """A copy whose headers and first half are intact and whose middle is zeros: decoding stops part-way."""
-    data = bytearray(src.read_bytes())
-    start = data.find(b"mdat") + (len(data) - data.find(b"mdat")) // 2
-    data[start:start + 3000] = bytes(3000)
-    dst.write_bytes(bytes(data))
-    return dst
 
 
 def write_variable_rate(path: Path, seconds: float = 6.0) -> Path:
