@@ -104,29 +104,33 @@ def rss_mb():
 
 embedder = load_embedder(demo_model_path())
 embedder.embed_clips(embedder.load_clip({path!r}, 0, 1)[None])
-base, peak, done = rss_mb(), [0.0], threading.Event()
+base, peak, done, at = rss_mb(), [0.0], threading.Event(), {{}}
 
 def sample():
     while not done.is_set():
         peak[0] = max(peak[0], rss_mb())
         time.sleep(0.02)
 
+def progress(windows, total):
+    at.setdefault(round(4 * windows / total), rss_mb())  # RSS near each quarter of the video
+
 threading.Thread(target=sample, daemon=True).start()
 start = time.perf_counter()
-emb = embedder.embed_video({path!r}, {window}, {stride})
+emb = embedder.embed_video({path!r}, {window}, {stride}, progress=progress)
 wall = time.perf_counter() - start
 done.set()
-print(base, max(peak[0], rss_mb()), len(emb.spans), wall)
+print(base, max(peak[0], rss_mb()), len(emb.spans), wall, *(at.get(q, 0.0) for q in (1, 2, 3, 4)))
 """
 
 
-def peak_rss(path: Path, window: float, stride: float) -> tuple[float, float, int, float]:
+def peak_rss(path: Path, window: float, stride: float) -> tuple[float, float, int, float, list[float]]:
     """(RSS MB with the demo model loaded and warm, peak RSS MB while ingesting `path` (sampled every 20 ms),
-    windows, wall s), in a fresh process."""
+    windows, wall s, RSS MB when a quarter, half, three quarters and all of the windows were embedded), in a fresh
+    process."""
     script = RSS_SCRIPT.format(root=str(ROOT), path=str(path), window=window, stride=stride)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
-    base, peak, windows, wall = out.stdout.split()
-    return float(base), float(peak), int(windows), float(wall)
+    base, peak, windows, wall, *quarters = out.stdout.split()
+    return float(base), float(peak), int(windows), float(wall), [float(q) for q in quarters]
 
 
 def main():
@@ -170,10 +174,11 @@ def main():
             for minutes in (args.long_minutes / 4, args.long_minutes):
                 long = Path(tmp) / f"long{minutes:g}.mp4"
                 write_video(long, panning_frames(minutes * 60, args.long_height, args.fps, 9), fps=args.fps, crf=23)
-                base, peak, windows, wall = peak_rss(long, args.window, args.stride)
+                base, peak, windows, wall, quarters = peak_rss(long, args.window, args.stride)
                 print(f"# demo model, one {minutes:g} min {args.long_height}p {args.fps:g} fps video "
                       f"({long.stat().st_size / 2**20:.0f} MB, {windows} windows, {wall:.0f} s): peak RSS while "
-                      f"ingesting {peak:.0f} MB (before: {base:.0f} MB)", flush=True)
+                      f"ingesting {peak:.0f} MB (before: {base:.0f} MB; after 1/4, 1/2, 3/4, all of it: "
+                      f"{', '.join(f'{q:.0f}' for q in quarters)} MB)", flush=True)
 
 
 if __name__ == "__main__":
