@@ -106,11 +106,9 @@ def write_import_format(inputs: list[Path], model_path: str, out: Path, window: 
 
     embedder = load_embedder(model_path, device=device or "cpu")
     tables, bad = [], []
-    for path in inputs:
-        try:
-            emb = embedder.embed_video(path, window, stride)
-        except VideoDecodeError as exc:
-            bad.append((path, exc.reason))
+    for path, emb in embedder.embed_videos(inputs, window, stride):  # one decoding pass a file, batches across files
+        if isinstance(emb, Exception):
+            bad.append((path, emb.reason if isinstance(emb, VideoDecodeError) else str(emb)))
             continue
         tables.append(video_table(str(path.resolve()), emb.spans, emb.vectors, emb.duration, path.stem))
     if tables:

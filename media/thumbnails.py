@@ -1,8 +1,9 @@
 """Small JPEG stills of a video at given times, for result lists and timelines."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,17 +26,31 @@ def shrink(frame: torch.Tensor, max_side: int) -> torch.Tensor:
     return out[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
 
 
-def write_thumbnails(src: VideoSource, times: Sequence[float], folder: Path, max_side: int = 256) -> list[Path]:
-    """One JPEG per time (the frame shown then), named by the time in milliseconds; the video is decoded once, a
-    frame at a time (a long video's many thumbnails never hold its full-size frames together)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    video = OpenedVideo(src, None)
+def thumbnail_taps(video: OpenedVideo, times: Sequence[float], folder: Path, max_side: int = 256
+                   ) -> tuple[dict[int, Callable[[torch.Tensor], None]], list[Path]]:
+    """What writes one JPEG per time (the frame shown then, named by the time in milliseconds) from frames decoded
+    for something else: {frame index: write its stills}, and the paths, in the order of `times`. Pass the taps to
+    `media.clips.stream_segments` so the video is decoded once for clips and thumbnails together."""
     indices = frame_indices_at(video, list(times))
-    paths = {}
-    for i, frame in video.iter_frames(indices):
+    paths = [folder / f"{int(round(t * 1000)):09d}.jpg" for t in times]
+    targets: dict[int, list[Path]] = {}
+    for i, path in zip(indices, paths):
+        targets.setdefault(i, []).append(path)
+
+    def write(index: int, frame: torch.Tensor) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         still = shrink(frame, max_side).numpy()
-        for t, j in zip(times, indices):
-            if j == i:
-                paths[t] = folder / f"{int(round(t * 1000)):09d}.jpg"
-                write_image(paths[t], still, codec="mjpeg")
-    return [paths[t] for t in times]
+        for path in targets[index]:
+            write_image(path, still, codec="mjpeg")
+
+    return {i: functools.partial(write, i) for i in targets}, paths
+
+
+def write_thumbnails(src: VideoSource, times: Sequence[float], folder: Path, max_side: int = 256) -> list[Path]:
+    """`thumbnail_taps` on a decode of their own: the video is decoded once, a frame at a time (a long video's many
+    thumbnails never hold its full-size frames together)."""
+    video = OpenedVideo(src, None)
+    taps, paths = thumbnail_taps(video, times, folder, max_side)
+    for i, frame in video.iter_frames(list(taps)):
+        taps[i](frame)
+    return paths

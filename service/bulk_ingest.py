@@ -3,7 +3,7 @@
 as Parquet shards, then (with --import) store them in the configured library (`service.bulk_import`).
 
 SOURCE: a folder (searched recursively for videos), a text file listing one video path per line, a glob pattern, or
-a video. Each Ray actor holds the model (`Embedder.embed_video`, the service's own ingestion path, so the vectors are
+a video. Each Ray actor holds the model (`Embedder.embed_videos`, the service's own ingestion path, so the vectors are
 the service's) on a CPU, or a GPU with --worker-gpus. Shards are written whole (temporary name, then rename) every
 --shard-videos videos; a second run skips every video a shard already holds, so a stopped run is resumed by running
 it again. Without --ray-address a local Ray starts on this machine, bound to loopback.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import math
 import os
 import sys
 import time
@@ -27,6 +28,8 @@ from service.config import ServiceConfig, config_from_args
 from service.state import resolve_model_path
 
 log = logging.getLogger(__name__)
+
+VIDEOS_PER_CALL = 4  # videos an actor embeds in one call: one decoding pass each, their windows in shared batches
 
 
 def list_videos(sources: list[str]) -> list[str]:
@@ -57,7 +60,8 @@ def done_videos(out: Path) -> set[str]:
 
 
 class EmbedVideos:
-    """A Ray actor: the model, loaded once; each call embeds a batch of video paths into rows of windows."""
+    """A Ray actor: the model, loaded once; each call embeds a batch of video paths into rows of windows
+    (`Embedder.embed_videos`: each file decoded once while the previous windows are encoded)."""
 
     def __init__(self, model_path: str, window: float, stride: float, num_frames: int, frame_size: int,
                  device: str):
@@ -69,16 +73,13 @@ class EmbedVideos:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from media import VideoDecodeError
-
         out = {"path": [], "error": [], "duration": [], "starts": [], "ends": [], "vectors": []}
-        for path in batch.column("path").to_pylist():
-            try:
-                emb = self.embedder.embed_video(path, self.window, self.stride)
+        for path, emb in self.embedder.embed_videos(batch.column("path").to_pylist(), self.window, self.stride):
+            if isinstance(emb, Exception):
+                row = (str(emb) or type(emb).__name__, 0.0, [], [], [])
+            else:
                 row = ("", emb.duration, [s for s, _ in emb.spans], [e for _, e in emb.spans],
                        emb.vectors.reshape(-1).tolist())
-            except (VideoDecodeError, OSError) as err:
-                row = (str(err) or type(err).__name__, 0.0, [], [], [])
             out["path"].append(path)
             for key, value in zip(("error", "duration", "starts", "ends", "vectors"), row):
                 out[key].append(value)
@@ -109,10 +110,12 @@ def bulk_ingest(sources: list[str], out: Path, config: ServiceConfig, workers: i
     ray = start_ray(ray_address, workers)
     model_path = resolve_model_path(config)
     device = "cuda" if worker_gpus > 0 else "cpu"
-    dataset = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=len(todo)).map_batches(
+    per_call = max(1, min(VIDEOS_PER_CALL, len(todo) // workers))  # every actor busy, and windows shared in batches
+    dataset = ray.data.from_items([{"path": p} for p in todo],
+                                  override_num_blocks=math.ceil(len(todo) / per_call)).map_batches(
         EmbedVideos, fn_constructor_args=(model_path, config.segment_window, config.segment_stride,
                                           config.num_frames, config.frame_size, device),
-        batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+        batch_size=per_call, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
         num_gpus=worker_gpus)
     fingerprint = load_embedder(model_path, num_frames=config.num_frames, frame_size=config.frame_size,
                                 max_text_tokens=config.max_text_tokens).fingerprint  # what the actors embed with

@@ -61,16 +61,17 @@ def submit(state: ServiceState, path: Path, fields: dict, video_id: int | None, 
 
 def store(state: ServiceState, path: Path, fields: dict, title: str, video_id: int | None, content_hash: str | None,
           progress: Callable[[float], None]) -> tuple[int, VideoRecord | None]:
-    """Embed `path`, make its thumbnails (and keep its window tokens for rerank) and store it (replacing
-    `video_id`): its id and the record it replaced. The duplicate check is repeated here, where jobs run one at a
-    time, so two uploads of one file at once still make one video."""
+    """Embed `path`, make its thumbnails from the same decoding pass (and keep its window tokens for rerank) and
+    store it (replacing `video_id`): its id and the record it replaced; a failure leaves no thumbnail behind. The
+    duplicate check is repeated here, where jobs run one at a time, so two uploads of one file at once still make one
+    video."""
     cfg = state.config
     keep_tokens = window_tokens.enabled(cfg, state.embedder)
-    emb = state.embedder.embed_video(path, cfg.segment_window, cfg.segment_stride,
-                                     progress=lambda done, total: progress(0.95 * done / total),
-                                     with_tokens=keep_tokens)
-    pending = thumbnails.make_pending(cfg, path, emb.spans)
+    pending = thumbnails.pending_folder(cfg)
     try:
+        emb = state.embedder.embed_video(path, cfg.segment_window, cfg.segment_stride,
+                                         progress=lambda done, total: progress(0.95 * done / total),
+                                         with_tokens=keep_tokens, frame_taps=thumbnails.window_taps(cfg, pending))
         if content_hash is not None:
             refuse_duplicate(state, content_hash, video_id)
         replaced = state.library.get_video(video_id) if video_id is not None else None

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from media import write_thumbnails
+from media import OpenedVideo, thumbnail_taps
 from service.config import ServiceConfig
 from service.layout import layout
 
 
-def make_pending(config: ServiceConfig, src: Path, spans: list[tuple[float, float]]) -> Path:
-    """Thumbnails at each window's middle, in a folder of their own until the video has an id."""
-    folder = layout(config).thumbnails / ".pending" / uuid.uuid4().hex
-    try:
-        write_thumbnails(src, [(s + e) / 2 for s, e in spans], folder, config.thumbnail_size)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return folder
+def pending_folder(config: ServiceConfig) -> Path:
+    """A folder of their own for a video's thumbnails until the video has an id (made when the first is written)."""
+    return layout(config).thumbnails / ".pending" / uuid.uuid4().hex
+
+
+def window_taps(config: ServiceConfig, folder: Path) -> Callable[[OpenedVideo, list[tuple[float, float]]], dict]:
+    """`frame_taps` for `Embedder.embed_video`: a thumbnail at each window's middle into `folder`, written from the
+    frames the embedding decodes (the video is not decoded a second time)."""
+    def taps(video: OpenedVideo, spans: list[tuple[float, float]]) -> dict:
+        return thumbnail_taps(video, [(s + e) / 2 for s, e in spans], folder, config.thumbnail_size)[0]
+
+    return taps
 
 
 def finalize(config: ServiceConfig, pending: Path, video_id: int) -> None:

@@ -40,6 +40,14 @@ def test_decord_and_pyav_give_identical_frames(mp4):
     assert torch.equal(picked, a[3:6])
 
 
+def test_a_video_written_in_chunks_is_the_video_written_whole(mp4, tmp_path):
+    write_video(tmp_path / "chunks.mp4", (_clip()[i:i + 7] for i in range(0, 20, 7)), fps=8)
+    assert torch.equal(read_frames_at(tmp_path / "chunks.mp4", index_range=(0, 100)),
+                       read_frames_at(mp4, index_range=(0, 100)))
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "none.mp4", iter([]))
+
+
 def test_frames_decode_close_to_what_was_written(mp4):
     frames = read_frames_at(mp4, index_range=(0, 20)).numpy().astype(int)
     red = frames[:, 30:40, :, 0].mean(axis=(1, 2))

@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from test_service_helpers import (API_KEY, ROOT, WRITE, Service, corrupt_first_frame, save_tiny_model, upload,
-                                  wait_jobs, write_clip)
+from test_service_helpers import (API_KEY, ROOT, WRITE, Service, corrupt_first_frame, corrupt_middle, save_tiny_model,
+                                  upload, wait_jobs, write_clip)
 
 
 @dataclass
@@ -203,6 +203,22 @@ def test_a_damaged_first_frame_is_a_400_that_leaves_no_file(env):
         with open(bad, "rb") as f:
             check(c.post("/embed", files={"file": ("bad.mp4", f, "video/mp4")}), 400, "not a decodable video")
         assert uploads(env) == before and not list((env.service.data_dir / "tmp").iterdir())
+        still_serving(env, c)
+
+
+def test_a_file_damaged_mid_way_is_a_400_that_leaves_no_thumbnail_and_no_video(env):
+    """Ingestion writes thumbnails from its own decoding pass: those of the windows before the damage are removed."""
+    bad = corrupt_middle(write_clip(env.root / "long.mp4", seconds=12.0, seed=9, size=64), env.root / "mid.mp4")
+    thumbnails = env.service.data_dir / "thumbnails"
+    before = uploads(env), sorted(p.name for p in thumbnails.iterdir())
+    with env.service.client() as c:
+        listed = c.get("/videos").json()["total"]
+        job = wait_jobs(c, [upload(c, bad).json()["id"]])[0]
+        assert job["status"] == "failed" and "not a decodable video" in job["error"], job
+        assert "failed decoding" in job["error"] and str(env.root) not in job["error"]
+        assert (uploads(env), sorted(p.name for p in thumbnails.iterdir())) == before
+        assert not list((thumbnails / ".pending").iterdir())
+        assert c.get("/videos").json()["total"] == listed
         still_serving(env, c)
 
 

@@ -59,6 +59,16 @@ def corrupt_first_frame(src: Path, dst: Path) -> Path:
     return dst
 
 
+def corrupt_middle(src: Path, dst: Path) -> Path:
+    """A copy of an MP4 whose headers and first half are intact and whose middle is zeros: decoding fails part-way,
+    after the windows (and thumbnails) of the first half."""
+    data = bytearray(src.read_bytes())
+    start = data.find(b"mdat") + (len(data) - data.find(b"mdat")) // 2
+    data[start:start + 3000] = bytes(3000)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

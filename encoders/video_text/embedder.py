@@ -13,7 +13,9 @@ import functools
 import hashlib
 import json
 import os
+import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -25,7 +27,10 @@ from encoders.ops.selective_scan import ENV_VAR, resolve_backend
 from encoders.video_text.model import VideoTextModel
 from encoders.video_text.pretrained import load_video_text_model
 from encoders.video_text.tokenize import make_tokenize, pre_text
-from media import load_segment, segment_windows, video_duration
+from media import OpenedVideo, VideoDecodeError, load_segment, segment_windows, stream_segments, video_duration
+
+BATCH = 4  # windows per encoder forward
+QUEUE_CLIPS = 8  # decoded clips the decoder thread may hold ahead of the encoder
 
 
 @dataclass
@@ -117,22 +122,118 @@ class Embedder:
     def load_clip(self, src, start: float, end: float) -> torch.Tensor:
         return load_segment(src, start, end, num_frames=self.num_frames, size=self.frame_size)
 
-    def embed_video(self, src, window: float, stride: float, progress=None, batch: int = 4,
-                    with_tokens: bool = False) -> VideoEmbedding:
-        """Cut `src` into overlapping windows and embed each; `progress(done, total)` after every batch."""
+    def embed_video(self, src, window: float, stride: float, progress=None, batch: int = BATCH,
+                    with_tokens: bool = False, frame_taps=None) -> VideoEmbedding:
+        """Cut `src` into overlapping windows and embed each (see `embed_videos`); `progress(done, total)` after every
+        batch; a `VideoDecodeError` is raised."""
+        [(_, result)] = self.embed_videos([src], window, stride, batch, with_tokens, frame_taps,
+                                          progress and (lambda _, done, total: progress(done, total)))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def embed_videos(self, sources, window: float, stride: float, batch: int = BATCH, with_tokens: bool = False,
+                     frame_taps=None, progress=None) -> Iterator[tuple[object, VideoEmbedding | Exception]]:
+        """(source, its embedding, or the `VideoDecodeError` / `OSError` that stopped it) for each source, in order.
+
+        Each file is decoded once, front to back (`media.stream_segments`), by a thread of its own that stays at
+        most `QUEUE_CLIPS` clips ahead of the encoder, so decoding overlaps encoding and memory does not grow with a
+        video's length; windows of consecutive videos share a batch. A video that fails part-way contributes
+        nothing. `frame_taps(video, spans)` may return {frame index: f(raw frame)} to see frames of the same pass
+        (thumbnails); `progress(i, done, total)` after every batch that holds windows of source i. Equal, window
+        for window, to `embed_video_per_window`."""
+        sources = list(sources)
+        feed = _Feed(QUEUE_CLIPS)
+        thread = threading.Thread(target=self._decode, args=(sources, window, stride, frame_taps, feed),
+                                  name="embedder-decode", daemon=True)
+        thread.start()
+        try:
+            yield from self._encode(sources, feed, batch, with_tokens, progress)
+        finally:
+            feed.close()
+            thread.join()
+
+    def _decode(self, sources, window, stride, frame_taps, feed: "_Feed") -> None:
+        """The decoder thread: ("start", i, (duration, spans)), ("clip", i, clip)..., ("end", i, None) per source,
+        ("error", i, err) instead when it cannot be decoded, then None; an unexpected error is passed on as
+        ("fatal", None, err)."""
+        try:
+            for i, src in enumerate(sources):
+                try:
+                    video = OpenedVideo(src, None)
+                    spans = segment_windows(video.meta.duration, window, stride)
+                    feed.put(("start", i, (video.meta.duration, spans)))
+                    taps = frame_taps(video, spans) if frame_taps else None
+                    for clip in stream_segments(video, spans, self.num_frames, self.frame_size, taps):
+                        feed.put(("clip", i, clip))
+                    feed.put(("end", i, None))
+                except (VideoDecodeError, OSError) as err:
+                    feed.put(("error", i, err))
+            feed.put(None)
+        except _Closed:
+            pass
+        except BaseException as err:  # noqa: BLE001 -- handed to the consumer, which raises it
+            try:
+                feed.put(("fatal", None, err))
+            except _Closed:
+                pass
+
+    def _encode(self, sources, feed: "_Feed", batch: int, with_tokens: bool, progress):
+        videos: dict[int, dict] = {}  # source index -> duration, spans, outputs so far, ended
+        clips: list[tuple[int, torch.Tensor]] = []
+        next_out = 0
+
+        def run_batch() -> None:
+            out = self.embed_clips(torch.stack([c for _, c in clips]), with_tokens)
+            vectors, tokens = out if with_tokens else (out, None)
+            for row, (i, _) in enumerate(clips):
+                videos[i]["vectors"].append(vectors[row])
+                if with_tokens:
+                    videos[i]["tokens"].append(tokens[row])
+            for i in dict.fromkeys(i for i, _ in clips):
+                if progress:
+                    progress(i, len(videos[i]["vectors"]), len(videos[i]["spans"]))
+            clips.clear()
+
+        def finished():
+            nonlocal next_out
+            while next_out in videos and (videos[next_out].get("error") or (
+                    videos[next_out]["ended"] and len(videos[next_out]["vectors"]) == len(videos[next_out]["spans"]))):
+                v = videos.pop(next_out)
+                result = v.get("error") or VideoEmbedding(
+                    v["duration"], v["spans"], np.stack(v["vectors"]),
+                    np.stack(v["tokens"]) if with_tokens else None)
+                yield sources[next_out], result
+                next_out += 1
+
+        while (item := feed.get()) is not None:
+            kind, i, value = item
+            if kind == "fatal":
+                raise value
+            if kind == "start":
+                videos[i] = {"duration": value[0], "spans": value[1], "vectors": [], "tokens": [], "ended": False}
+            elif kind == "clip":
+                clips.append((i, value))
+                if len(clips) >= batch:
+                    run_batch()
+            elif kind == "end":
+                videos[i]["ended"] = True
+            else:  # a failed video: its windows are dropped, embedded or not
+                clips[:] = [(j, c) for j, c in clips if j != i]
+                videos[i] = {"error": value}
+            yield from finished()
+        if clips:
+            run_batch()
+        yield from finished()
+
+    def embed_video_per_window(self, src, window: float, stride: float, batch: int = BATCH) -> VideoEmbedding:
+        """The plain reference of `embed_video`: every window decoded on its own (`load_clip`: the file opened and
+        sought again per window), then embedded. Tests hold `embed_video` equal to it; benchmarks time both."""
         duration = video_duration(src)
         spans = segment_windows(duration, window, stride)
-        vectors, tokens = [], []
-        for i in range(0, len(spans), batch):
-            clips = torch.stack([self.load_clip(src, s, e) for s, e in spans[i:i + batch]])
-            out = self.embed_clips(clips, with_tokens)
-            vectors.append(out[0] if with_tokens else out)
-            if with_tokens:
-                tokens.append(out[1])
-            if progress:
-                progress(min(i + batch, len(spans)), len(spans))
-        return VideoEmbedding(duration, spans, np.concatenate(vectors),
-                              np.concatenate(tokens) if with_tokens else None)
+        vectors = [self.embed_clips(torch.stack([self.load_clip(src, s, e) for s, e in spans[i:i + batch]]))
+                   for i in range(0, len(spans), batch)]
+        return VideoEmbedding(duration, spans, np.concatenate(vectors))
 
     @property
     def scan_backend(self) -> str:
@@ -164,6 +265,34 @@ class Embedder:
         with self._lock:
             tokens, _ = self.model.encode_vision(clips.to(self.device))
         return tokens.half().cpu().numpy()
+
+
+class _Closed(Exception):
+    """The consumer of a `_Feed` has gone: the producer stops."""
+
+
+class _Feed:
+    """A bounded queue from the decoder thread to the encoder that the encoder can close, so a producer blocked on
+    a full queue stops when nobody will read it (an error, or a caller that stops iterating)."""
+
+    def __init__(self, size: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._closed = threading.Event()
+
+    def put(self, item) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Closed
+
+    def get(self):
+        return self._queue.get()
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 def load_embedder(model_path: str, **kwargs) -> Embedder:
