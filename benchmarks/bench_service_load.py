@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import re
 import signal
 import socket
@@ -40,7 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's code, in this process and (cwd) in the service's
 
-MODES = {"tuned": [], "before": ["--dynamic-padding", "false", "--search-threads", "0", "--query-cache-size", "0"]}
+MODES = {"tuned": [], "before": ["--dynamic-padding", "false", "--encoder-threads", "0", "--search-threads", "0",
+                                  "--query-cache-size", "0", "--batch-wait-ms", "3"],
+         "per-core": ["--encoder-threads", "0", "--search-threads", str(os.cpu_count())]}  # tuned, a thread per core
 _WORDS = (("a", "one", "the", "a small", "a big"), ("red", "green", "blue", "yellow", "purple", "orange", "white", "black", "pink", "grey"),
           ("circle", "square", "star", "triangle", "ball", "box", "car", "dog", "bird", "person"),
           ("moves left", "grows bigger", "rotates slowly", "turns orange", "jumps over a fence", "falls down",
@@ -171,11 +174,13 @@ async def load(url: str, clients: int, seconds: float, k: int, queries: list[str
             "p99": float(np.percentile(lat, 99)) if len(lat) else 0, "errors": errors}
 
 
-def cache_counts(url: str) -> tuple[float, float]:
-    """(hits, misses) of the query vector cache, from /metrics."""
+def service_counts(url: str) -> dict[str, float]:
+    """Query vector cache hits and misses, and the mean micro-batch, from /metrics."""
     text = httpx.get(url + "/metrics", timeout=10).text
-    found = dict(re.findall(r'vmr_query_cache_total\{outcome="(\w+)"\} ([0-9.e+]+)', text))
-    return float(found.get("hit", 0)), float(found.get("miss", 0))
+    found = dict(re.findall(r'vmr_query_cache_total\{outcome="(\w+)"\} (\S+)', text))
+    batches = dict(re.findall(r'vmr_batch_size_(sum|count) (\S+)', text))
+    return {"hits": float(found.get("hit", 0)), "misses": float(found.get("miss", 0)),
+            "batch": float(batches.get("sum", 0)) / max(1.0, float(batches.get("count", 0)))}
 
 
 def in_process_bound(data_dir: Path, model: Path, extra: list[str], batch: int, seconds: float, k: int,
@@ -288,20 +293,20 @@ def main() -> None:
                 proc, url = start_service(tmp / "data", model, MODES[mode], max(256, 4 * args.clients))
                 try:
                     r = asyncio.run(load(url, args.clients, args.seconds, args.k, queries))
-                    r["hits"], r["misses"] = cache_counts(url)
+                    r.update(service_counts(url))
                 finally:
                     stop_service(proc)
                 sent = (sent + r["requests"] + r["errors"] + args.clients) % len(QUERIES)
                 r["bound"] = in_process_bound(tmp / "data", model, MODES[mode], min(32, args.clients),
                                               min(args.seconds, 10), args.k, queries[::-1])
                 results[mode].append(r)
-        print(f"{'mode':<8}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'cache hits':>12}"
-              f"{'bound q/s':>11}{'service/bound':>15}")
+        print(f"{'mode':<10}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'batch':>7}"
+              f"{'cache hits':>11}{'bound q/s':>10}{'service/bound':>14}")
         for mode, runs in results.items():
             for r in runs:
-                print(f"{mode:<8}{r['requests']:>10}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['errors']:>8}"
-                      f"{r['hits'] / max(1, r['hits'] + r['misses']):>12.1%}{r['bound']:>11.1f}"
-                      f"{r['rps'] / r['bound']:>15.2f}")
+                print(f"{mode:<10}{r['requests']:>9}{r['rps']:>8.1f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['errors']:>7}"
+                      f"{r['batch']:>7.1f}{r['hits'] / max(1, r['hits'] + r['misses']):>11.1%}{r['bound']:>10.1f}"
+                      f"{r['rps'] / r['bound']:>14.2f}")
         if "tuned" in results and "before" in results:
             ratio = np.mean([r["rps"] for r in results["tuned"]]) / np.mean([r["rps"] for r in results["before"]])
             print(f"throughput ratio (tuned / before): {ratio:.2f}x")
