@@ -10,9 +10,10 @@ the query path is measured (tokenize, text encoder, FAISS exact search, grouping
 VideoTextModel with the packaged MiniLM-L6 text encoder (the real text path) and a tiny random vision encoder,
 unless --model-path is given. Queries are generated word combinations, each sent once per service start, so the
 query vector cache never hits (its hit rate, read from /metrics, is printed to show it). Modes: "tuned" (the
-service's defaults) and "before" (padding to max_text_tokens, FAISS threads and BLAS threshold as shipped, no
-cache). Each round runs every mode once, alternating, to spread out machine noise. The clients speak HTTP/1.1 over
-raw asyncio streams, so that the load generator, which shares the cores, costs as little as it can.
+service's defaults), "before" (padding to max_text_tokens, torch and FAISS threads and BLAS threshold as shipped,
+no cache, 3 ms batch wait) and, with --modes, "per-core" (tuned, but a thread per core for each). Each round runs
+every mode once, alternating, to spread out machine noise. The clients speak HTTP/1.1 over raw asyncio streams, so
+that the load generator, which shares the cores, costs as little as it can.
 
 --approx: a --vectors library (default 1M) behind an IVF-PQ index (nlist --nlist, nprobe 32): the load test at
 --clients, then recall@10 of the service's grouped-by-video answers against the exact ones (computed here in numpy).
@@ -44,7 +45,8 @@ sys.path.insert(0, str(ROOT))  # this checkout's code, in this process and (cwd)
 MODES = {"tuned": [], "before": ["--dynamic-padding", "false", "--encoder-threads", "0", "--search-threads", "0",
                                   "--query-cache-size", "0", "--batch-wait-ms", "3"],
          "per-core": ["--encoder-threads", "0", "--search-threads", str(os.cpu_count())]}  # tuned, a thread per core
-_WORDS = (("a", "one", "the", "a small", "a big"), ("red", "green", "blue", "yellow", "purple", "orange", "white", "black", "pink", "grey"),
+_WORDS = (("a", "one", "the", "a small", "a big"),
+          ("red", "green", "blue", "yellow", "purple", "orange", "white", "black", "pink", "grey"),
           ("circle", "square", "star", "triangle", "ball", "box", "car", "dog", "bird", "person"),
           ("moves left", "grows bigger", "rotates slowly", "turns orange", "jumps over a fence", "falls down",
            "spins", "runs to the right", "shrinks", "bounces twice"),

@@ -186,8 +186,8 @@ FIELD_HELP: dict[str, tuple[str, str | None]] = {
                        "same cores (docs/benchmarks.md, Service, measured the choice); 0: FAISS as shipped (a "
                        "thread per core, BLAS only from 128,000 queries at once)", None),
     "query_cache_size": ("query vectors kept in an LRU cache (keyed by the model's fingerprint and the text), so a "
-                         "repeated query skips the encoder; hits and misses in /metrics (vmr_query_cache_total); 0: no cache",
-                         None),
+                         "repeated query skips the encoder; hits and misses in /metrics (vmr_query_cache_total); 0: "
+                         "no cache", None),
     "job_queue_size": ("ingestion jobs waiting before POST /videos answers 503", None),
     "checkpoint_interval_s": ("seconds between writes of the index caches to disk", None),
     "index_backend": ("where the library lives: faiss (embedded, under <data_dir>/index) or milvus (a server that "
