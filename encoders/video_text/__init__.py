@@ -7,5 +7,5 @@ from encoders.video_text.pretrained import (DEMO_MODEL_ENV, build_video_text_mod
 from encoders.video_text.tokenize import Tokenize, make_tokenize, pre_text
 
 __all__ = ["VideoTextConfig", "official_config", "Embedder", "VideoEmbedding", "load_embedder", "pool_segments",
-           "set_encoder_threads", "VideoTextModel", "DEMO_MODEL_ENV", "build_video_text_model", "demo_model_path", "load_video_text_model",
-           "save_pretrained", "Tokenize", "make_tokenize", "pre_text"]
+           "set_encoder_threads", "VideoTextModel", "DEMO_MODEL_ENV", "build_video_text_model", "demo_model_path",
+           "load_video_text_model", "save_pretrained", "Tokenize", "make_tokenize", "pre_text"]
