@@ -52,11 +52,15 @@ class ServiceConfig:
     rerank_weight: float = 0.03  # rerank score = cosine + weight * matching-head logit (benchmarks/bench_rerank.py)
     rerank_tokens: str = "auto"  # keep vision tokens per window for rerank: auto (small models), on, off
     thumbnail_size: int = 256  # longer side of the thumbnails made at ingestion, pixels
-    # text micro-batching through the encoder
+    # the query path: text micro-batching through the encoder and the index, threads, the vector cache
     micro_batching: bool = True
     batch_size: int = 32
-    batch_wait_ms: float = 3.0
+    batch_wait_ms: float = 15.0
     queue_size: int = 256
+    dynamic_padding: bool = True  # pad a batch's query texts to its longest, not to max_text_tokens: same vectors
+    encoder_threads: int = 1  # torch intra-op threads; 0: one per core
+    search_threads: int = 1  # OpenMP threads of a FAISS search; 0: FAISS as shipped
+    query_cache_size: int = 10_000  # query vectors kept (LRU); 0: none
     job_queue_size: int = 1000
     checkpoint_interval_s: float = 10.0
     # where the library lives: "faiss" (embedded, under <data_dir>/index) or "milvus" (a server that several
@@ -83,6 +87,9 @@ class ServiceConfig:
             self.library = Path(self.library)
             if not self.library.is_dir():
                 raise ValueError(f"--library {self.library}: no such folder")
+        for name in ("encoder_threads", "search_threads", "query_cache_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.library_poll_s <= 0:
             raise ValueError(f"library_poll_s must be > 0, got {self.library_poll_s}")
         if self.api_key is not None and not API_KEY.fullmatch(self.api_key):
@@ -167,8 +174,23 @@ FIELD_HELP: dict[str, tuple[str, str | None]] = {
     "thumbnail_size": ("longer side of the JPEG thumbnails made at ingestion, pixels", None),
     "micro_batching": ("encode concurrent text queries together", None),
     "batch_size": ("most queries in one micro-batch", None),
-    "batch_wait_ms": ("how long a micro-batch waits for more queries, in ms", None),
+    "batch_wait_ms": ("how long a micro-batch waits for more queries, in ms: under load, clients answered by the last "
+                      "batch come back within it and share the next one (a FAISS scan costs about the same for 6 "
+                      "queries as for 16); a lone query pays it in full", None),
     "queue_size": ("queries waiting for the encoder before the service answers 503", None),
+    "dynamic_padding": ("pad the query texts of a micro-batch to the longest of them instead of to --max-text-tokens: "
+                        "the same vectors (padding is masked), a fraction of the encoder's work for short queries",
+                        None),
+    "encoder_threads": ("torch threads of every encoder forward (queries and ingestion); 1 leaves the other cores to "
+                        "the event loop and measured fastest on 2 cores (docs/benchmarks.md, Service); 0: one per "
+                        "core", None),
+    "search_threads": ("OpenMP threads of a FAISS search, with BLAS for batched exact search; the encoder and the "
+                       "search of a micro-batch run one after the other, so this and --encoder-threads share the "
+                       "same cores (docs/benchmarks.md, Service, measured the choice); 0: FAISS as shipped (a "
+                       "thread per core, BLAS only from 128,000 queries at once)", None),
+    "query_cache_size": ("query vectors kept in an LRU cache (keyed by the model's fingerprint and the text), so a "
+                         "repeated query skips the encoder; hits and misses in /metrics (vmr_query_cache_total); 0: "
+                         "no cache", None),
     "job_queue_size": ("ingestion jobs waiting before POST /videos answers 503", None),
     "checkpoint_interval_s": ("seconds between writes of the index caches to disk", None),
     "index_backend": ("where the library lives: faiss (embedded, under <data_dir>/index) or milvus (a server that "

@@ -16,6 +16,8 @@ class ServiceMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.batch_seconds = Histogram("vmr_batch_seconds", "time per micro-batch (encoder, and FAISS for search)",
                                        registry=self.registry)
+        self.query_cache = Counter("vmr_query_cache", "query texts looked up in the vector cache, by outcome",
+                                   ["outcome"], registry=self.registry)
         self.overloaded = Counter("vmr_overloaded", "requests refused with 503 (queue full)", registry=self.registry)
         self.jobs = Counter("vmr_ingest_jobs", "finished ingestion jobs", ["status"], registry=self.registry)
         self.videos = Gauge("vmr_videos", "videos in the library", registry=self.registry)

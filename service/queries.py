@@ -16,6 +16,7 @@ from media import VideoDecodeError
 from service import pages, window_tokens
 from service.config import ServiceConfig
 from service.errors import BadRequest, NotFound, ServiceError, Unprocessable
+from service.query_cache import QueryVectorCache
 from service.schemas import ExampleMoment, SearchOptions, SearchRequest
 from service.uploads import probe
 
@@ -96,12 +97,12 @@ def plan(config: ServiceConfig, library: Library, req: SearchOptions, example_ve
     return PlannedSearch(query, text, then, digest, rerank=getattr(req, "rerank", False))
 
 
-def run_searches(embedder: Embedder, library: Library, config: ServiceConfig,
+def run_searches(embedder: Embedder, library: Library, config: ServiceConfig, cache: QueryVectorCache,
                  planned: list[PlannedSearch]) -> list[tuple[Page, Query]]:
-    """One encoder forward for every text of a micro-batch, then one batched library search; each page with the
-    query it answers (its vectors filled in)."""
+    """One encoder forward for every text of a micro-batch not in the cache, then one batched library search; each
+    page with the query it answers (its vectors filled in)."""
     texts = sorted({t for p in planned for t in (p.text, p.then_text) if t is not None})
-    vectors = dict(zip(texts, embedder.embed_texts(texts))) if texts else {}
+    vectors = dict(zip(texts, cache.embed(embedder, texts, config.dynamic_padding))) if texts else {}
     queries = [replace(p.query, vector=p.query.vector if p.text is None else vectors[p.text],
                        then=vectors[p.then_text] if p.then_text is not None else None,
                        rescore=matching_rescore(embedder, library, config, p.text) if p.rerank else None)

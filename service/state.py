@@ -9,8 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
-from encoders.video_text import Embedder, demo_model_path, load_embedder
-from index import FaissLibrary, Library
+from encoders.video_text import Embedder, demo_model_path, load_embedder, set_encoder_threads
+from index import FaissLibrary, Library, set_search_threads
 from index.filters import parse_declared
 from service.batcher import MicroBatcher
 from service.checkpointer import Checkpointer
@@ -19,6 +19,7 @@ from service.jobs import JobManager
 from service.layout import jobs_file, layout
 from service.metrics import ServiceMetrics
 from service.queries import run_searches
+from service.query_cache import QueryVectorCache
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class ServiceState:
     jobs: JobManager
     metrics: ServiceMetrics
     checkpointer: Checkpointer
+    query_cache: QueryVectorCache
     data_lock: IO  # held while this process uses the data dir
     default_library: dict = field(default_factory=dict)  # progress of the embedded default, when it is built
     library_folder: dict = field(default_factory=dict)  # progress of --library (service.folder_watch), when given
@@ -109,10 +111,19 @@ def open_library(config: ServiceConfig, dim: int) -> Library:
     return FaissLibrary(layout(config).index, dim, config.index)
 
 
+def apply_threads(config: ServiceConfig) -> None:
+    """The one place that sets how many threads the encoders (torch) and FAISS (its own OpenMP runtime) use. A
+    micro-batch runs its encoder forward, then its search, so each may have the cores in turn; neither pool is
+    sized for both running at once."""
+    set_encoder_threads(config.encoder_threads)
+    set_search_threads(config.search_threads)
+
+
 def build_state(config: ServiceConfig, embedder: Embedder | None = None, check: bool = True) -> ServiceState:
     """Everything the service runs on; `check=False` skips the model check (for reindex, which replaces the
     vectors)."""
     lock = lock_data_dir(config.data_dir)
+    apply_threads(config)
     model = resolve_model_path(config) if embedder is None else "the embedder given to create_app"
     if embedder is None:
         embedder = load_embedder(model, num_frames=config.num_frames, frame_size=config.frame_size,
@@ -128,12 +139,18 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None, check: 
         metrics.batch_size.observe(size)
         metrics.batch_seconds.observe(seconds)
 
+    def on_lookup(hits: int, misses: int) -> None:
+        metrics.query_cache.labels("hit").inc(hits)
+        metrics.query_cache.labels("miss").inc(misses)
+
+    cache = QueryVectorCache(config.query_cache_size, on_lookup)
     batch = config.batch_size if config.micro_batching else 1
     wait = config.batch_wait_ms / 1000
-    text_batcher = MicroBatcher(embedder.embed_texts, batch, wait, config.queue_size, on_batch)
-    search_batcher = MicroBatcher(partial(run_searches, embedder, library, config), batch, wait, config.queue_size,
-                                  on_batch)
+    text_batcher = MicroBatcher(partial(cache.embed, embedder, dynamic_padding=config.dynamic_padding), batch, wait,
+                                config.queue_size, on_batch)
+    search_batcher = MicroBatcher(partial(run_searches, embedder, library, config, cache), batch, wait,
+                                  config.queue_size, on_batch)
     jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
                       record_path=jobs_file(config))
     return ServiceState(config, embedder, library, text_batcher, search_batcher, jobs, metrics,
-                        Checkpointer(library, config.checkpoint_interval_s), lock)
+                        Checkpointer(library, config.checkpoint_interval_s), cache, lock)

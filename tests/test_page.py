@@ -7,8 +7,6 @@ VMR_UPDATE_SCREENSHOTS=1 copies the screenshots taken here to docs/ (otherwise t
 import os
 import re
 import shutil
-import time
-from pathlib import Path
 
 import httpx
 import pytest

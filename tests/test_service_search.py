@@ -177,6 +177,25 @@ def test_return_vectors(env):
         assert float(q @ m) == pytest.approx(res["results"][0]["moments"][0]["score"], abs=1e-4)
 
 
+def cache_counts(c) -> dict[str, float]:
+    import re
+
+    return {k: float(v) for k, v in re.findall(r'vmr_query_cache_total\{outcome="(\w+)"\} (\S+)',
+                                               c.get("/metrics").text)}
+
+
+def test_a_repeated_query_is_answered_from_the_vector_cache(env):
+    service, *_ = env
+    with service.client() as c:
+        first = search(c, query="a cached query about zebras", k=3, return_vectors=True)
+        before = cache_counts(c)
+        again = search(c, query="a cached query about zebras", k=3, return_vectors=True)
+        after = cache_counts(c)
+    assert after["hit"] == before["hit"] + 1 and after["miss"] == before["miss"]
+    assert again["query_vector"] == first["query_vector"]
+    assert [r["video_id"] for r in again["results"]] == [r["video_id"] for r in first["results"]]
+
+
 def test_media_is_served_with_range_and_thumbnails_are_jpegs(env):
     service, ids, clips, *_ = env
     data = clips[1].read_bytes()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
 import torch.nn.functional as F
 
 ACTIVATIONS = (None, "silu", "swish")

@@ -80,6 +80,7 @@ class Embedder:
         self.frame_size = frame_size or model.image_size
         self.max_text_tokens = max_text_tokens or model.cfg.max_txt_len
         self.tokenize = make_tokenize(tokenizer, self.max_text_tokens)
+        self._tokenize_longest = make_tokenize(tokenizer, self.max_text_tokens, dynamic=True)
         self.device = device
         self._lock = threading.Lock()
         self.dim = int(model.cfg.embed_dim)
@@ -104,8 +105,11 @@ class Embedder:
         return digest.hexdigest()[:24]
 
     @torch.no_grad()
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        ids, mask = self.tokenize([pre_text(t) for t in texts])
+    def embed_texts(self, texts: list[str], dynamic_padding: bool = False) -> np.ndarray:
+        """(len(texts), dim) unit vectors. `dynamic_padding` pads to the longest text of the call instead of to
+        `max_text_tokens`: the same vectors within 1e-5 (padding is masked), less work for short queries."""
+        tokenize = self._tokenize_longest if dynamic_padding else self.tokenize
+        ids, mask = tokenize([pre_text(t) for t in texts])
         with self._lock:
             return self.model.text_embedding(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
 
@@ -293,6 +297,15 @@ class _Feed:
 
     def close(self) -> None:
         self._closed.set()
+
+
+def set_encoder_threads(threads: int) -> int:
+    """torch's intra-op threads for every later forward in this process, whatever thread runs it (0: one per core);
+    returns the count."""
+    if threads < 0:
+        raise ValueError(f"encoder threads must be >= 0, got {threads}")
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return torch.get_num_threads()
 
 
 def load_embedder(model_path: str, **kwargs) -> Embedder:
