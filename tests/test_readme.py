@@ -138,7 +138,7 @@ def test_the_readme_search_examples_return_what_the_readme_says(demo):
 
 
 def test_the_readme_image_query_finds_the_video_it_was_taken_from(demo, tmp_path):
-    assert "curl -F file=@frame.jpg -F 'options={\"k\": 3}' http://127.0.0.1:8000/search/file" in README
+    assert "curl -s -F file=@frame.jpg -F 'options={\"k\": 3}' http://127.0.0.1:8000/search/file" in README
     wait_ready(demo)
     with demo.client() as c:
         frame = c.get("/videos/19/thumbnail", params={"t": 1})
