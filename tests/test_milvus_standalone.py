@@ -32,7 +32,8 @@ def test_contract_subset_passes_against_milvus_2_3_standalone():
     collected = inner("--collect-only", timeout=300)
     expected = int(re.search(r"(\d+)(?:/\d+)? tests? collected", collected.stdout).group(1))
     kinds = {kind: collected.stdout.count(f"milvus-2.3-{kind}") for kind in ("flat", "hnsw", "ivf")}
-    assert expected >= 50 and kinds["flat"] >= 40 and kinds["hnsw"] == kinds["ivf"] >= 5, (kinds, collected.stdout[-2000:])
+    assert expected >= 30 and kinds["flat"] >= 24 and kinds["hnsw"] == kinds["ivf"] >= 6, \
+        (kinds, collected.stdout[-2000:])
     run = inner("-rfEs", timeout=2400)
     summary = run.stdout.strip().splitlines()[-1]
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
