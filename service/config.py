@@ -15,6 +15,14 @@ ENV_PREFIX = "VMR_"
 API_KEY = re.compile(r"[!-~]{8,}")  # what an HTTP header carries unchanged: no spaces, nothing to strip or decode
 
 
+def default_threads() -> int:
+    """OMP_NUM_THREADS when it is set (what torch and FAISS would take by themselves), else one per core."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
 @dataclass
 class ServiceConfig:
     host: str = "127.0.0.1"
@@ -58,8 +66,8 @@ class ServiceConfig:
     batch_wait_ms: float = 15.0
     queue_size: int = 256
     dynamic_padding: bool = True  # pad a batch's query texts to its longest, not to max_text_tokens: same vectors
-    encoder_threads: int = 0  # torch intra-op threads; 0: one per core
-    search_threads: int = os.cpu_count() or 1  # OpenMP threads of a FAISS search (one per core); 0: as shipped
+    encoder_threads: int = default_threads()  # torch intra-op threads; 0: one per core
+    search_threads: int = default_threads()  # OpenMP threads of a FAISS search; 0: FAISS as shipped
     query_cache_size: int = 10_000  # query vectors kept (LRU); 0: none
     job_queue_size: int = 1000
     checkpoint_interval_s: float = 10.0
@@ -181,13 +189,14 @@ FIELD_HELP: dict[str, tuple[str, str | None]] = {
     "dynamic_padding": ("pad the query texts of a micro-batch to the longest of them instead of to --max-text-tokens: "
                         "the same vectors (padding is masked), a fraction of the encoder's work for short queries",
                         None),
-    "encoder_threads": ("torch threads of every encoder forward (queries and ingestion); 0: one per core, measured "
-                        "fastest on an idle 2-core machine (1 was steadier on a machine shared with other jobs: "
-                        "docs/benchmarks.md, Service)", None),
+    "encoder_threads": ("torch threads of every encoder forward (queries and ingestion); default: OMP_NUM_THREADS, "
+                        "else one per core, measured fastest on an idle 2-core machine (1 was steadier on a machine "
+                        "shared with other jobs: docs/benchmarks.md, Service); 0: one per core", None),
     "search_threads": ("OpenMP threads of a FAISS search, with BLAS for batched exact search; the encoder and the "
                        "search of a micro-batch run one after the other, so this and --encoder-threads share the "
-                       "same cores (docs/benchmarks.md, Service, measured the choice); default: one per core; 0: "
-                       "FAISS as shipped (a thread per core, BLAS only from 128,000 queries at once)", None),
+                       "same cores (docs/benchmarks.md, Service, measured the choice); default: OMP_NUM_THREADS, "
+                       "else one per core; 0: FAISS as shipped (a thread per core, BLAS only from 128,000 queries at "
+                       "once)", None),
     "query_cache_size": ("query vectors kept in an LRU cache (keyed by the model's fingerprint and the text), so a "
                          "repeated query skips the encoder; hits and misses in /metrics (vmr_query_cache_total); 0: "
                          "no cache", None),
