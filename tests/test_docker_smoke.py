@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,10 @@ def docker_processes() -> dict[int, str]:
         if proc.name.isdigit():
             try:
                 name = (proc / "comm").read_text().strip()
-            except OSError:
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
                 continue
-            if DOCKER_PROCESSES.match(name):
+            if DOCKER_PROCESSES.match(name) and state not in ("Z", "X"):  # an exited one waiting to be reaped is gone
                 found[int(proc.name)] = name
     return found
 
@@ -113,8 +115,10 @@ def test_docker_compose_up_for_real():
     # the host as it was found: no daemon, no container process, no mount, no network change
     for key in ("links", "addresses", "routes", "firewall", "ip_forward", "docker_mounts"):
         assert after[key] == before[key], f"{key} changed: {before[key]} -> {after[key]}"
-    new_processes = {pid: name for pid, name in after["docker_processes"].items()
-                     if pid not in before["docker_processes"]}
+    deadline = time.monotonic() + 30  # a container's shim may take a moment to exit after the daemons stopped
+    while (new_processes := {pid: name for pid, name in docker_processes().items()
+                             if pid not in before["docker_processes"]}) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert not new_processes, f"Docker processes left running: {new_processes}"
     containers = cache / "data-root" / "containers"
     assert not containers.exists() or not any(containers.iterdir()), f"containers left in {containers}"
