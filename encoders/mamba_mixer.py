@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from encoders.ops.causal_conv1d import causal_conv1d_fn
+from encoders.ops.scan_channels_last import channels_last_usable, conv_silu_channels_last, scan_channels_last
 from encoders.ops.selective_scan import selective_scan_fn
 from encoders.scan_order import gather_along, scatter_along
 
@@ -107,7 +108,24 @@ class BiMambaMixer(nn.Module):
             bwd_orders = ()
         if self.chunk_size and not torch.is_grad_enabled():
             return self._forward_chunked(hidden_states, fwd, bwd, fwd_orders, bwd_orders)
+        if orders is None and channels_last_usable(hidden_states):
+            return self._forward_channels_last(hidden_states, fwd, bwd)
         return self._forward_full(hidden_states, fwd, bwd, fwd_orders, bwd_orders)
+
+    # ---- CPU inference: (B, L, channels) rows throughout, no transposed or flipped copies ----
+
+    def _forward_channels_last(self, hidden_states, fwd, bwd):
+        xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (B, L, 2*d_inner)
+        x, z = xz.split(self.d_inner, dim=-1)
+        out = None
+        for branch, reverse in ((fwd, False), (bwd, True))[:2 if bwd is not None else 1]:
+            x_conv = conv_silu_channels_last(x, branch.conv.weight[:, 0], branch.conv.bias, reverse)
+            x_dbl = F.linear(x_conv, branch.x_proj.weight)  # (B, L, dt_rank + 2 * d_state)
+            dt = F.linear(x_dbl[..., :self.dt_rank], branch.dt_proj.weight)
+            out = scan_channels_last(x_conv, dt, -torch.exp(branch.A_log.float()), x_dbl, self.dt_rank, z=z,
+                                     D=branch.D.float(), delta_bias=branch.dt_proj.bias.float(), reverse=reverse,
+                                     out=out)
+        return F.linear(out, self.out_proj.weight, self.out_proj.bias)
 
     # ---- whole-sequence path (training and default inference), layout (B, channels, L) like mamba-ssm ----
 

@@ -1,4 +1,4 @@
-"""The compiled CPU selective scan: builds csrc/selective_scan.cpp once per machine and wraps it in autograd.
+"""The compiled CPU selective scan: builds csrc/ once per machine and wraps the scan in autograd.
 
 The extension is compiled for the SIMD level torch itself runs at (AVX-512, AVX2, or plain scalar code) and
 cached under $TORCH_EXTENSIONS_DIR, or ~/.cache/videomamba/torch_extensions when that is unset, in a folder named by
@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 
 CSRC = Path(__file__).parent / "csrc" / "selective_scan.cpp"
+# Built into the same extension: the channels-last inference kernels and the header both files share.
+EXTRA_SOURCES = (CSRC.parent / "scan_channels_last.cpp",)
+HEADERS = (CSRC.parent / "vec_math.h",)
 
 # ATen's Vectorized<float> picks its SIMD width from these macros; they must match the -m flags.
 ISA_FLAGS = {
@@ -40,7 +43,8 @@ def build_name(capability: str) -> str:
     """The extension's name and cache folder for a SIMD level: the level, then a hash of the source and flags."""
     isa = ISA_FLAGS.get(capability, SCALAR_FLAGS)
     level = capability.lower() if capability in ISA_FLAGS else "scalar"
-    digest = hashlib.sha256(CSRC.read_bytes() + " ".join([*BUILD_FLAGS, *isa]).encode()).hexdigest()[:12]
+    source = b"".join(path.read_bytes() for path in (CSRC, *EXTRA_SOURCES, *HEADERS))
+    digest = hashlib.sha256(source + " ".join([*BUILD_FLAGS, *isa]).encode()).hexdigest()[:12]
     return f"videomamba_selective_scan_{level}_{digest}"
 
 
@@ -58,7 +62,7 @@ def _build():
             fcntl.flock(held, fcntl.LOCK_EX)  # one build at a time; the OS frees it if the holder dies
             (build_dir / "lock").unlink(missing_ok=True)  # torch's own lock: only a killed build leaves it here
             module = cpp_extension.load(
-                name=name, sources=[str(CSRC)], build_directory=str(build_dir),
+                name=name, sources=[str(CSRC), *map(str, EXTRA_SOURCES)], build_directory=str(build_dir),
                 extra_cflags=[*BUILD_FLAGS, *ISA_FLAGS.get(capability, SCALAR_FLAGS)], extra_ldflags=["-fopenmp"],
                 verbose=False)
     except Exception as exc:  # compiler missing, headers broken, ...: the caller falls back

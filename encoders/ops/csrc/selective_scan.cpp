@@ -16,7 +16,8 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
+
+#include "vec_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,7 +25,8 @@
 
 namespace {
 
-using Vec = at::vec::Vectorized<float>;
+using namespace videomamba;
+
 constexpr int64_t kMaxStateVecs = 64;
 constexpr int64_t kSumBlock = 64;
 
@@ -49,48 +51,6 @@ struct ScanInputs {
 inline float hsum(const Vec& v) {
   return at::vec::vec_reduce_all<float>([](const Vec& a, const Vec& b) { return a + b; }, v);
 }
-inline Vec sigmoid(const Vec& x) { return Vec(1.f) / (Vec(1.f) + x.neg().exp()); }
-
-// The decay exp(dt * A) in the recurrence, inlined (Sleef's exp is an out-of-line call, and ATen's
-// exp_u20 loses up to 20 ULP, which shows in dA summed over long sequences): x = n ln2 + r with
-// |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation < 1e-8 relative), times 2^n.
-// Scalar builds use ATen's exp.
-inline Vec exp_poly(const Vec& r) {
-  Vec p(1.f / 5040.f);
-  for (const float c : {1.f / 720.f, 1.f / 120.f, 1.f / 24.f, 1.f / 6.f, 0.5f, 1.f, 1.f}) {
-    p = at::vec::fmadd(p, r, Vec(c));
-  }
-  return p;
-}
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693145751953125f;        // ln 2 split so that n * kLn2Hi is exact
-constexpr float kLn2Lo = 1.428606765330187045e-06f;
-
-#if defined(CPU_CAPABILITY_AVX512)
-inline Vec decay_exp(const Vec& v) {
-  const __m512 x = _mm512_max_ps(_mm512_min_ps(v, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-104.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  return _mm512_scalef_ps(exp_poly(Vec(r)), n);  // p * 2^n, flushing to 0 below the float range
-}
-#elif defined(CPU_CAPABILITY_AVX2)
-inline Vec decay_exp(const Vec& v) {
-  const __m256 below = _mm256_cmp_ps(v, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
-  const __m256 x = _mm256_max_ps(_mm256_min_ps(v, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-87.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
-  const __m256i n_int = _mm256_cvtps_epi32(n);
-  const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n_int, _mm256_set1_epi32(127)), 23));
-  const __m256 result = _mm256_mul_ps(exp_poly(Vec(r)), scale);
-  return _mm256_andnot_ps(below, result);  // exp(x) < FLT_MIN: 0, like the flush in the AVX-512 path
-}
-#else
-inline Vec decay_exp(const Vec& x) { return x.exp(); }
-#endif
 
 // Calls fn(t, count) over [0, len) in vector-wide steps; the last step may be partial.
 template <typename Fn>
@@ -113,9 +73,8 @@ void row_dt(const ScanInputs& in, int64_t b, int64_t d, float* dt, float* dsoftp
       x.store(dt + t, n);
       return;
     }
-    const Vec linear = x > Vec(20.f);
-    Vec::blendv(x.exp().log1p(), x, linear).store(dt + t, n);
-    if (dsoftplus) Vec::blendv(sigmoid(x), Vec(1.f), linear).store(dsoftplus + t, n);
+    softplus(x).store(dt + t, n);
+    if (dsoftplus) Vec::blendv(sigmoid(x), Vec(1.f), x > Vec(20.f)).store(dsoftplus + t, n);
   });
 }
 
@@ -142,7 +101,7 @@ void scan_row_n(const ScanInputs& in, int64_t b, int64_t d, const float* dt, flo
     Vec acc(0.f);
     for (int64_t k = 0; k < nv; ++k) {
       const int64_t off = k * Vec::size();
-      h[k] = at::vec::fmadd(decay_exp(dtv * A[k]), h[k], dtu * Vec::loadu(Bt + off));
+      h[k] = at::vec::fmadd(exp_inline(dtv * A[k]), h[k], dtu * Vec::loadu(Bt + off));
       acc = at::vec::fmadd(h[k], Vec::loadu(Ct + off), acc);
       if (history) h[k].store(history + t * in.nstate + off);
     }
@@ -260,7 +219,7 @@ float scan_row_backward_n(const ScanInputs& in, int64_t b, int64_t d, const RowG
       const int64_t off = t * in.nstate + k * Vec::size();
       dh[k] = at::vec::fmadd(dh[k], decay_next[k], g * Vec::loadu(Cp + off));
       at::vec::fmadd(g, Vec::loadu(row.history + off), Vec::loadu(row.dC + off)).store(row.dC + off);
-      const Vec decay = decay_exp(dtv * A[k]);
+      const Vec decay = exp_inline(dtv * A[k]);
       const Vec h_prev = t > 0 ? Vec::loadu(row.history + off - in.nstate) : Vec(0.f);
       const Vec ddecay = dh[k] * h_prev * decay;
       sum_ddecay_A = at::vec::fmadd(ddecay, A[k], sum_ddecay_A);
@@ -405,9 +364,14 @@ std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& u, co
 
 }  // namespace
 
+namespace videomamba {
+void register_channels_last(pybind11::module& m);  // scan_channels_last.cpp
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "selective scan forward: (out, last_state)");
   m.def("backward", &backward, "selective scan backward with per-row state recomputation");
   m.def("vector_width", []() { return static_cast<int64_t>(Vec::size()); },
         "floats per SIMD vector this build was compiled for");
+  videomamba::register_channels_last(m);
 }

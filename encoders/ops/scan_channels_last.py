@@ -1,0 +1,66 @@
+"""One direction of the Mamba mixer at inference on CPU, over (batch, length, channels) rows.
+
+The compiled kernels (csrc/scan_channels_last.cpp) read the projections' outputs where they lie and walk the
+backward direction from the end, so the mixer needs no transposed or flipped copies. Each has its plain reference
+here: the same computation through the (batch, channels, length) path and mamba-ssm's sequential scan, with the
+flips the official mixer does; tests hold them equal.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from encoders.ops.selective_scan_cpu import load_extension
+from encoders.ops.selective_scan_ref import selective_scan_ref
+
+
+def conv_silu_channels_last(x, weight, bias=None, reverse: bool = False):
+    """SiLU(causal depthwise conv) of x (b, l, d) rows with weight (d, K): `reverse` is the conv of the flipped
+    sequence, flipped back (what the backward direction sees). Returns (b, l, d) contiguous."""
+    return load_extension().conv_silu_channels_last(x, weight.t().contiguous(), bias, reverse)
+
+
+def conv_silu_channels_last_ref(x, weight, bias=None, reverse: bool = False):
+    seq = x.transpose(1, 2)
+    if reverse:
+        seq = seq.flip(-1)
+    taps = weight.shape[-1]
+    out = F.silu(F.conv1d(seq, weight[:, None], bias, padding=taps - 1, groups=weight.shape[0])[..., :seq.shape[-1]])
+    if reverse:
+        out = out.flip(-1)
+    return out.transpose(1, 2).contiguous()
+
+
+def scan_channels_last(u, delta, A, x_dbl, b_offset: int, z=None, D=None, delta_bias=None,
+                       delta_softplus: bool = True, reverse: bool = False, out=None):
+    """The gated selective scan over rows: u, delta, z (b, l, d); A (d, n); B_t = x_dbl[b, t, b_offset:+n] and
+    C_t right after it. `reverse` scans from the last token to the first. With `out` (b, l, d) contiguous, the
+    result is added to it in place (the other direction's output) and `out` is returned."""
+    n = A.shape[1]
+    return load_extension().scan_channels_last(u, delta, A.float().contiguous(), x_dbl, b_offset, b_offset + n, z,
+                                               D, delta_bias, delta_softplus, reverse, out)
+
+
+def scan_channels_last_ref(u, delta, A, x_dbl, b_offset: int, z=None, D=None, delta_bias=None,
+                           delta_softplus: bool = True, reverse: bool = False, out=None):
+    n = A.shape[1]
+
+    def channels_first(t):
+        t = t.transpose(1, 2)
+        return t.flip(-1) if reverse else t
+
+    B = x_dbl[..., b_offset:b_offset + n]
+    C = x_dbl[..., b_offset + n:b_offset + 2 * n]
+    y = selective_scan_ref(channels_first(u), channels_first(delta), A, channels_first(B), channels_first(C), D,
+                           None if z is None else channels_first(z), delta_bias, delta_softplus)
+    y = (y.flip(-1) if reverse else y).transpose(1, 2).contiguous()
+    return y if out is None else out.add_(y)
+
+
+def channels_last_usable(x: torch.Tensor) -> bool:
+    """Whether the kernels take this input: float32 on CPU (not under autocast, whose projections would hand them
+    bf16), no autograd, and the compiled `cpp` scan selected."""
+    from encoders.ops.selective_scan import resolve_backend
+
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and resolve_backend(None, on_cuda=False) == "cpp")
