@@ -4,7 +4,8 @@ Every (model, frames) runs in a fresh subprocess: build the model, prime it once
 kernels, starts threads), release cached heap memory (malloc_trim), reset the kernel's peak-RSS counter
 (/proc/self/clear_refs = 5), then run one forward and read VmHWM - VmRSS_before = peak extra memory of that
 forward (activations and temporaries; the weights are already resident). Then timed forwards until
---min-seconds have passed. Batch 1, fp32, no_grad, 224x224.
+--min-seconds have passed. Batch 1, fp32, no_grad, 224x224. VideoMamba mixes the whole sequence at once by
+default (the channels-last CPU path); --scan-chunk N mixes it in chunks of N tokens (less memory, slower).
 
     .venv/bin/python benchmarks/bench_encoder.py --frames 8 16 32 64
 """
@@ -92,7 +93,7 @@ def spawn(name: str, frames: int, chunk: int | None, min_seconds: float, size: i
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--scan-chunk", type=int, default=2048,
+    parser.add_argument("--scan-chunk", type=int, default=0,
                         help="VideoMamba chunked-inference size in tokens (0 = whole sequence)")
     parser.add_argument("--compare-unchunked", action="store_true", help="also run VideoMamba without chunking")
     parser.add_argument("--min-seconds", type=float, default=3.0)

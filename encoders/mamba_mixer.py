@@ -121,10 +121,11 @@ class BiMambaMixer(nn.Module):
         for branch, reverse in ((fwd, False), (bwd, True))[:2 if bwd is not None else 1]:
             x_conv = conv_silu_channels_last(x, branch.conv.weight[:, 0], branch.conv.bias, reverse)
             x_dbl = F.linear(x_conv, branch.x_proj.weight)  # (B, L, dt_rank + 2 * d_state)
-            dt = F.linear(x_dbl[..., :self.dt_rank], branch.dt_proj.weight)
-            out = scan_channels_last(x_conv, dt, -torch.exp(branch.A_log.float()), x_dbl, self.dt_rank, z=z,
+            out = scan_channels_last(x_conv, branch.dt_proj.weight, -torch.exp(branch.A_log.float()), x_dbl, z=z,
                                      D=branch.D.float(), delta_bias=branch.dt_proj.bias.float(), reverse=reverse,
                                      out=out)
+            del x_conv, x_dbl
+        del xz, x, z
         return F.linear(out, self.out_proj.weight, self.out_proj.bias)
 
     # ---- whole-sequence path (training and default inference), layout (B, channels, L) like mamba-ssm ----

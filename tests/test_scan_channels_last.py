@@ -33,13 +33,13 @@ def test_conv_silu_equals_reference(reverse, length, bias):
 def scan_inputs(batch=2, length=37, dim=40, nstate=16, rank=3, seed=1):
     g = torch.Generator().manual_seed(seed)
     u = rows(batch, length, dim, seed=seed)
-    delta = torch.randn(batch, length, dim, generator=g) * 2
+    dt_weight = torch.randn(dim, rank, generator=g)
     A = -torch.rand(dim, nstate, generator=g) * 4 - 0.1
     x_dbl = torch.randn(batch, length, rank + 2 * nstate, generator=g)
     z = rows(batch, length, dim, stride_dim=2 * dim, seed=seed + 1)
     D = torch.randn(dim, generator=g)
     bias = torch.randn(dim, generator=g)
-    return dict(u=u, delta=delta, A=A, x_dbl=x_dbl, b_offset=rank, z=z, D=D, delta_bias=bias)
+    return dict(u=u, dt_weight=dt_weight, A=A, x_dbl=x_dbl, z=z, D=D, delta_bias=bias)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -47,8 +47,9 @@ def scan_inputs(batch=2, length=37, dim=40, nstate=16, rank=3, seed=1):
 @pytest.mark.parametrize("softplus", [True, False])
 def test_scan_equals_reference(reverse, nstate, softplus):
     args = scan_inputs(nstate=nstate)
-    if not softplus:
-        args["delta"] = args["delta"].abs() * 0.3  # already positive steps
+    if not softplus:  # steps must already be positive
+        args["x_dbl"][..., :3] = args["x_dbl"][..., :3].abs()
+        args["dt_weight"] = args["dt_weight"].abs() * 0.1
         args["delta_bias"] = args["delta_bias"].abs() * 0.1
     got = scan_channels_last(**args, delta_softplus=softplus, reverse=reverse)
     torch.testing.assert_close(got, scan_channels_last_ref(**args, delta_softplus=softplus, reverse=reverse), **TOL)
@@ -70,21 +71,23 @@ def test_scan_adds_into_out_in_place():
 
 
 def test_softplus_matches_torch_over_its_range():
-    """dt = softplus(delta + bias): the kernel's own log1p/exp against torch's, from deep negative to the linear
-    branch above 20, one value per channel of a one-step scan with u = B = C = 1, so y = dt."""
-    delta = torch.linspace(-30, 40, 4001).reshape(1, 1, -1)
-    got = scan_channels_last(torch.ones_like(delta), delta, -torch.ones(4001, 1), torch.ones(1, 1, 2), 0)
-    torch.testing.assert_close(got.flatten(), F.softplus(delta.flatten()), rtol=2e-6, atol=1e-30)
+    """dt = softplus(W dtr + bias): the kernel's own log1p/exp against torch's, from deep negative to the linear
+    branch above 20, one value per channel (as its bias) of a one-step scan with u = B = C = 1, so y = dt."""
+    delta = torch.linspace(-30, 40, 4001)
+    x_dbl = torch.tensor([[[0.0, 1.0, 1.0]]])  # low-rank dt 0, B = C = 1
+    got = scan_channels_last(torch.ones(1, 1, 4001), torch.ones(4001, 1), -torch.ones(4001, 1), x_dbl,
+                             delta_bias=delta)
+    torch.testing.assert_close(got.flatten(), F.softplus(delta), rtol=2e-6, atol=1e-30)
 
 
 def test_bad_inputs_are_named():
     args = scan_inputs()
-    with pytest.raises(RuntimeError, match="delta must have u's shape"):
-        scan_channels_last(**{**args, "delta": args["delta"][:, :5]})
+    with pytest.raises(RuntimeError, match="x_dbl must be"):
+        scan_channels_last(**{**args, "x_dbl": args["x_dbl"][..., :10]})
     with pytest.raises(RuntimeError, match="x_dbl must be float32"):
         scan_channels_last(**{**args, "x_dbl": args["x_dbl"].double()})
-    with pytest.raises(RuntimeError, match="inside x_dbl"):
-        scan_channels_last(**{**args, "b_offset": 30})
+    with pytest.raises(RuntimeError, match="dt_weight must be"):
+        scan_channels_last(**{**args, "dt_weight": args["dt_weight"][:5]})
 
 
 def randomized_mixer(d_model, d_state, seed=0):

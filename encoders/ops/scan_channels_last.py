@@ -31,26 +31,26 @@ def conv_silu_channels_last_ref(x, weight, bias=None, reverse: bool = False):
     return out.transpose(1, 2).contiguous()
 
 
-def scan_channels_last(u, delta, A, x_dbl, b_offset: int, z=None, D=None, delta_bias=None,
-                       delta_softplus: bool = True, reverse: bool = False, out=None):
-    """The gated selective scan over rows: u, delta, z (b, l, d); A (d, n); B_t = x_dbl[b, t, b_offset:+n] and
-    C_t right after it. `reverse` scans from the last token to the first. With `out` (b, l, d) contiguous, the
-    result is added to it in place (the other direction's output) and `out` is returned."""
-    n = A.shape[1]
-    return load_extension().scan_channels_last(u, delta, A.float().contiguous(), x_dbl, b_offset, b_offset + n, z,
-                                               D, delta_bias, delta_softplus, reverse, out)
+def scan_channels_last(u, dt_weight, A, x_dbl, z=None, D=None, delta_bias=None, delta_softplus: bool = True,
+                       reverse: bool = False, out=None):
+    """The gated selective scan over rows, with dt_proj inside: u, z (b, l, d); dt_weight (d, rank); A (d, n);
+    x_dbl (b, l, rank + 2n) = x_proj's output [low-rank dt | B_t | C_t]; delta_t = dt_weight @ x_dbl[b, t, :rank].
+    `reverse` scans from the last token to the first. With `out` (b, l, d) contiguous, the result is added to it in
+    place (the other direction's output) and `out` is returned."""
+    return load_extension().scan_channels_last(u, dt_weight.float(), A.float().contiguous(), x_dbl, z, D, delta_bias,
+                                               delta_softplus, reverse, out)
 
 
-def scan_channels_last_ref(u, delta, A, x_dbl, b_offset: int, z=None, D=None, delta_bias=None,
-                           delta_softplus: bool = True, reverse: bool = False, out=None):
-    n = A.shape[1]
+def scan_channels_last_ref(u, dt_weight, A, x_dbl, z=None, D=None, delta_bias=None, delta_softplus: bool = True,
+                           reverse: bool = False, out=None):
+    rank, n = dt_weight.shape[1], A.shape[1]
+    delta = x_dbl[..., :rank] @ dt_weight.T
 
     def channels_first(t):
         t = t.transpose(1, 2)
         return t.flip(-1) if reverse else t
 
-    B = x_dbl[..., b_offset:b_offset + n]
-    C = x_dbl[..., b_offset + n:b_offset + 2 * n]
+    B, C = x_dbl[..., rank:rank + n], x_dbl[..., rank + n:rank + 2 * n]
     y = selective_scan_ref(channels_first(u), channels_first(delta), A, channels_first(B), channels_first(C), D,
                            None if z is None else channels_first(z), delta_bias, delta_softplus)
     y = (y.flip(-1) if reverse else y).transpose(1, 2).contiguous()

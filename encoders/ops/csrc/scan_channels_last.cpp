@@ -6,7 +6,8 @@
 //
 //   conv_silu:  x' = SiLU(bias + sum_k w_k x_{t-(K-1)+k})  (causal; reversed: x_{t+(K-1)-k}, the flipped causal conv)
 //   scan:       h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,  out_t = (<C_t, h_t> + D u_t) * SiLU(z_t)
-//               with dt_t = softplus(delta_t + bias); B_t and C_t are read in place from x_proj's output row.
+//               with dt_t = softplus(W_dt dtr_t + bias), where dtr_t (the low-rank dt), B_t and C_t are read in
+//               place from x_proj's output row: dt_proj runs inside the step and dt is never stored.
 //
 // The state is N vectors of channels (no horizontal sum per step), B_t[n] and C_t[n] are broadcast. Channel blocks
 // of one vector run in parallel. Forward only: training keeps the (batch, channels, length) kernel and its backward.
@@ -88,14 +89,15 @@ at::Tensor conv_silu(const at::Tensor& x, const at::Tensor& weight_t, const std:
 }
 
 struct ScanArgs {
-  Rows u, delta, xdbl;
+  Rows u, xdbl;
+  const float* dt_w_t;  // (rank, dim): dt_proj's weight, transposed
   const float* A_t;  // (nstate, dim)
   const float* z;
   int64_t z_s0, z_s1;
   const float* D;
   const float* delta_bias;
   float* out;  // (batch, len, dim) contiguous
-  int64_t len, dim, nstate, b_off, c_off;
+  int64_t len, dim, nstate, rank, b_off, c_off;
   bool softplus, reverse, accumulate;
 };
 
@@ -108,10 +110,11 @@ void scan_blocks(const ScanArgs& a, int64_t b, int64_t first, int64_t count) {
   std::vector<Vec> state(count * ns, Vec(0.f)), dts(count), dus(count), gates(count);
   for (int64_t s = 0; s < a.len; ++s) {
     const int64_t t = a.reverse ? a.len - 1 - s : s;
+    const float* dtr = a.xdbl.at(b, t);  // the low-rank dt: the first `rank` values of the row
     for (int64_t j = 0; j < count; ++j) {
       const int64_t c0 = (first + j) * Vec::size(), n = std::min<int64_t>(Vec::size(), a.dim - c0);
-      Vec dt = Vec::loadu(a.delta.at(b, t) + c0, n);
-      if (a.delta_bias) dt = dt + Vec::loadu(a.delta_bias + c0, n);
+      Vec dt = a.delta_bias ? Vec::loadu(a.delta_bias + c0, n) : Vec(0.f);
+      for (int64_t r = 0; r < a.rank; ++r) dt = at::vec::fmadd(Vec::loadu(a.dt_w_t + r * a.dim + c0, n), Vec(dtr[r]), dt);
       dts[j] = a.softplus ? softplus(dt) : dt;
       dus[j] = dts[j] * Vec::loadu(a.u.at(b, t) + c0, n);
       if (a.z) {
@@ -140,22 +143,24 @@ void scan_blocks(const ScanArgs& a, int64_t b, int64_t first, int64_t count) {
   }
 }
 
-// u, delta (b, l, d) rows; A (d, n); x_dbl (b, l, e) rows holding B_t at b_off and C_t at c_off; z (b, l, d) rows.
+// u (b, l, d) rows; dt_weight (d, rank); A (d, n); x_dbl (b, l, e) rows holding the low-rank dt at 0, B_t at
+// b_off = rank and C_t after it; z (b, l, d) rows.
 // Writes into `out` (b, l, d) contiguous, adding to what it holds when accumulate (the other direction's output).
-at::Tensor scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& x_dbl,
-                int64_t b_off, int64_t c_off, const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& D,
+at::Tensor scan(const at::Tensor& u, const at::Tensor& dt_weight, const at::Tensor& A, const at::Tensor& x_dbl,
+                const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& D,
                 const std::optional<at::Tensor>& delta_bias, bool softplus, bool reverse,
                 const std::optional<at::Tensor>& out) {
   check_rows(u, "u");
-  check_rows(delta, "delta");
   check_rows(x_dbl, "x_dbl");
   const int64_t batch = u.size(0), len = u.size(1), dim = u.size(2), nstate = A.size(1);
-  TORCH_CHECK(delta.sizes() == u.sizes(), "scan_channels_last: delta must have u's shape");
+  const int64_t rank = dt_weight.size(1), b_off = rank, c_off = rank + nstate;
+  TORCH_CHECK(dt_weight.dim() == 2 && dt_weight.size(0) == dim && dt_weight.scalar_type() == at::kFloat,
+              "scan_channels_last: dt_weight must be float32 (channels, rank)");
   TORCH_CHECK(A.dim() == 2 && A.size(0) == dim && A.scalar_type() == at::kFloat && nstate <= kMaxState,
               "scan_channels_last: A must be float32 (channels, d_state) with d_state <= ", kMaxState);
-  TORCH_CHECK(x_dbl.size(0) == batch && x_dbl.size(1) == len && b_off >= 0 && c_off >= 0 &&
-                  b_off + nstate <= x_dbl.size(2) && c_off + nstate <= x_dbl.size(2),
-              "scan_channels_last: B and C must lie inside x_dbl's rows");
+  TORCH_CHECK(x_dbl.size(0) == batch && x_dbl.size(1) == len && x_dbl.size(2) == rank + 2 * nstate,
+              "scan_channels_last: x_dbl must be (batch, length, rank + 2 * d_state) = (", batch, ", ", len, ", ",
+              rank + 2 * nstate, ")");
   for (const auto* t : {&D, &delta_bias}) {
     TORCH_CHECK(!t->has_value() || ((*t)->is_contiguous() && (*t)->numel() == dim &&
                                      (*t)->scalar_type() == at::kFloat),
@@ -168,11 +173,11 @@ at::Tensor scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& 
   at::Tensor result = out.has_value() ? *out : at::empty({batch, len, dim}, u.options());
   TORCH_CHECK(result.is_contiguous() && result.sizes() == u.sizes() && result.scalar_type() == at::kFloat,
               "scan_channels_last: out must be contiguous float32 of u's shape");
-  const at::Tensor A_t = A.t().contiguous();
-  const ScanArgs args{Rows(u), Rows(delta), Rows(x_dbl), A_t.data_ptr<float>(),
+  const at::Tensor A_t = A.t().contiguous(), dt_w_t = dt_weight.t().contiguous();
+  const ScanArgs args{Rows(u), Rows(x_dbl), dt_w_t.data_ptr<float>(), A_t.data_ptr<float>(),
                       ptr_or_null(z), z.has_value() ? z->stride(0) : 0, z.has_value() ? z->stride(1) : 0,
                       ptr_or_null(D), ptr_or_null(delta_bias), result.data_ptr<float>(),
-                      len, dim, nstate, b_off, c_off, softplus, reverse, out.has_value()};
+                      len, dim, nstate, rank, b_off, c_off, softplus, reverse, out.has_value()};
   for_each_block_run(batch, dim, [&](int64_t b, int64_t first, int64_t count) {
     if (nstate == 16) {
       scan_blocks<16>(args, b, first, count);
