@@ -5,8 +5,14 @@ import torch.nn.functional as F
 
 import encoders.mamba_mixer as mamba_mixer
 from encoders.mamba_mixer import BiMambaMixer
-from encoders.ops.scan_channels_last import (channels_last_usable, conv_silu_channels_last,
-                                             conv_silu_channels_last_ref, scan_channels_last, scan_channels_last_ref)
+from encoders.ops.scan_channels_last import (
+    channels_last_usable,
+    conv_silu_channels_last,
+    conv_silu_channels_last_ref,
+    scan_channels_last,
+    scan_channels_last_ref,
+)
+from encoders.ops.selective_scan import last_backend
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -122,7 +128,7 @@ def test_mixer_inference_uses_it_and_equals_the_reference_scan(count_channels_la
     h = torch.randn(2, 50, 192)
     with torch.no_grad():
         fast = m(h)
-        assert count_channels_last == [False, True]
+        assert count_channels_last == [False, True] and last_backend() == "cpp"
         monkeypatch.setenv("VIDEOMAMBA_SCAN_BACKEND", "ref")
         reference = m(h)
     assert len(count_channels_last) == 2  # the forced reference backend does not take the channels-last path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from encoders.ops.selective_scan import note_backend, resolve_backend
 from encoders.ops.selective_scan_cpu import load_extension
 from encoders.ops.selective_scan_ref import selective_scan_ref
 
@@ -37,6 +38,7 @@ def scan_channels_last(u, dt_weight, A, x_dbl, z=None, D=None, delta_bias=None, 
     x_dbl (b, l, rank + 2n) = x_proj's output [low-rank dt | B_t | C_t]; delta_t = dt_weight @ x_dbl[b, t, :rank].
     `reverse` scans from the last token to the first. With `out` (b, l, d) contiguous, the result is added to it in
     place (the other direction's output) and `out` is returned."""
+    note_backend("cpp")
     return load_extension().scan_channels_last(u, dt_weight.float(), A.float().contiguous(), x_dbl, z, D, delta_bias,
                                                delta_softplus, reverse, out)
 
@@ -60,7 +62,5 @@ def scan_channels_last_ref(u, dt_weight, A, x_dbl, z=None, D=None, delta_bias=No
 def channels_last_usable(x: torch.Tensor) -> bool:
     """Whether the kernels take this input: float32 on CPU (not under autocast, whose projections would hand them
     bf16), no autograd, and the compiled `cpp` scan selected."""
-    from encoders.ops.selective_scan import resolve_backend
-
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu") and resolve_backend(None, on_cuda=False) == "cpp")

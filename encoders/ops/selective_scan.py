@@ -27,8 +27,13 @@ _last = {"backend": None}
 
 
 def last_backend() -> str | None:
-    """The backend that ran the most recent `selective_scan_fn` call in this process."""
+    """The backend that ran the most recent scan in this process (`selective_scan_fn`, or `cpp` for the
+    channels-last inference kernels)."""
     return _last["backend"]
+
+
+def note_backend(name: str):
+    _last["backend"] = name
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,7 +117,7 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     B, C (b, n, l) or (b, g, n, l); D, delta_bias (d,). With return_last_state also the (b, d, n) final state."""
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u.is_cuda, u.dtype == torch.float64)
-    _last["backend"] = name
+    note_backend(name)
     if name == "cuda":
         return _mamba_ssm_scan()(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                                  return_last_state=return_last_state)
