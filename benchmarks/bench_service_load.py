@@ -12,7 +12,8 @@ unless --model-path is given. Queries are generated word combinations, each sent
 query vector cache never hits (its hit rate, read from /metrics, is printed to show it). Modes: "tuned" (the
 service's defaults), "before" (padding to max_text_tokens, torch and FAISS threads and BLAS threshold as shipped,
 no cache, 3 ms batch wait) and, with --modes, "one-thread" (tuned, but one thread each for the encoder and FAISS,
-steadier on a machine shared with other jobs). Each round runs
+steadier on a machine shared with other jobs) and "two-workers" (two micro-batches at once, one thread each; the
+bound then runs two loops at once too). Each round runs
 every mode once, alternating, to spread out machine noise. The clients speak HTTP/1.1 over raw asyncio streams, so
 that the load generator, which shares the cores, costs as little as it can.
 
@@ -25,7 +26,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import re
 import signal
 import socket
@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))  # this checkout's code, in this process and (cwd)
 
 MODES = {"tuned": [], "before": ["--dynamic-padding", "false", "--encoder-threads", "0", "--search-threads", "0",
                                   "--query-cache-size", "0", "--batch-wait-ms", "3"],
-         "one-thread": ["--encoder-threads", "1", "--search-threads", "1"]}  # tuned, one thread each
+         "one-thread": ["--encoder-threads", "1", "--search-threads", "1"],  # tuned, one thread each
+         "two-workers": ["--batch-workers", "2", "--encoder-threads", "1", "--search-threads", "1"]}
 _WORDS = (("a", "one", "the", "a small", "a big"),
           ("red", "green", "blue", "yellow", "purple", "orange", "white", "black", "pink", "grey"),
           ("circle", "square", "star", "triangle", "ball", "box", "car", "dog", "bird", "person"),
@@ -190,7 +191,10 @@ def service_counts(url: str) -> dict[str, float]:
 def in_process_bound(data_dir: Path, model: Path, extra: list[str], batch: int, seconds: float, k: int,
                      queries: list[str]) -> float:
     """Queries/s of the service's own batch call (`run_searches`: encoder, index search, grouping) in a tight loop
-    over batches of `batch` distinct queries, with the mode's settings and threads, no HTTP."""
+    over batches of `batch` distinct queries, with the mode's settings and threads, no HTTP; with --batch-workers N,
+    N such loops at once on their own threads, as the service runs N batches."""
+    import threading
+
     from service.config import config_from_args
     from service.queries import plan, run_searches
     from service.query_cache import QueryVectorCache
@@ -203,19 +207,28 @@ def in_process_bound(data_dir: Path, model: Path, extra: list[str], batch: int, 
     embedder = load_embedder(str(model))
     library = open_library(config, embedder.dim)
     cache = QueryVectorCache(config.query_cache_size)
-    todo = iter(queries)
-    try:
-        with ThreadPoolExecutor(1) as pool:  # a fresh thread, as the service's batches run off the event loop
-            def loop() -> float:
-                apply_threads(config)
-                batches = lambda: [plan(config, library, SearchRequest(query=next(todo), k=k)) for _ in range(batch)]
-                run_searches(embedder, library, config, cache, batches())  # warm-up
-                done, started = 0, time.perf_counter()
-                while time.perf_counter() - started < seconds:
-                    done += len(run_searches(embedder, library, config, cache, batches()))
-                return done / (time.perf_counter() - started)
+    todo, taking = iter(queries), threading.Lock()
 
-            return pool.submit(loop).result()
+    def batches():
+        with taking:
+            texts = [next(todo) for _ in range(batch)]
+        return [plan(config, library, SearchRequest(query=q, k=k)) for q in texts]
+
+    def loop(start: threading.Barrier) -> tuple[int, float]:
+        apply_threads(config)
+        run_searches(embedder, library, config, cache, batches())  # warm-up
+        start.wait()
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            done += len(run_searches(embedder, library, config, cache, batches()))
+        return done, time.perf_counter() - started
+
+    try:
+        workers = config.batch_workers
+        with ThreadPoolExecutor(workers) as pool:  # fresh threads, as the service's batches run off the event loop
+            start = threading.Barrier(workers)
+            results = [f.result() for f in [pool.submit(loop, start) for _ in range(workers)]]
+        return sum(done for done, _ in results) / max(elapsed for _, elapsed in results)
     finally:
         library.close()
 

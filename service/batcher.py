@@ -1,8 +1,10 @@
 """Micro-batching of concurrent requests (text queries through the encoder and FAISS), behind a bounded queue.
 
 Requests wait at most `max_wait_s` for company, then up to `max_batch` of them go through `run` in one call on a
-worker thread (one encoder forward, one FAISS search). A full queue rejects new work at once (`Overloaded` → HTTP
-503) instead of letting latency grow without bound. With `max_batch=1` every request is its own call, same queue.
+worker thread (one encoder forward, one FAISS search). With `workers` > 1, that many batches form and run at once:
+on a machine whose cores a single batch's small matrix products cannot keep busy, each batch takes its own core.
+A full queue rejects new work at once (`Overloaded` → HTTP 503) instead of letting latency grow without bound.
+With `max_batch=1` every request is its own call, same queue.
 """
 from __future__ import annotations
 
@@ -16,23 +18,26 @@ from service.errors import Overloaded
 
 class MicroBatcher:
     def __init__(self, run: Callable[[list[Any]], Sequence[Any]], max_batch: int = 32, max_wait_s: float = 0.003,
-                 max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None):
-        if max_batch < 1 or max_queue < 1:
-            raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch} and {max_queue}")
+                 max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None, workers: int = 1):
+        if max_batch < 1 or max_queue < 1 or workers < 1:
+            raise ValueError(f"max_batch, max_queue and workers must be >= 1, got {max_batch}, {max_queue} and "
+                             f"{workers}")
         self.run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
         self.on_batch = on_batch
         self._queue: asyncio.Queue | None = None
         self._max_queue = max_queue
-        self._worker: asyncio.Task | None = None
+        self._workers: list[asyncio.Task] = []
+        self._count = workers
 
     def start(self) -> None:  # needs the running event loop
         self._queue = asyncio.Queue(self._max_queue)
-        self._worker = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._run()) for _ in range(self._count)]
 
     async def stop(self) -> None:
-        if self._worker:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
 
     @property
     def depth(self) -> int:

@@ -64,6 +64,7 @@ class ServiceConfig:
     micro_batching: bool = True
     batch_size: int = 32
     batch_wait_ms: float = 15.0
+    batch_workers: int = 1  # micro-batches that run at once (each on a worker thread)
     queue_size: int = 256
     dynamic_padding: bool = True  # pad a batch's query texts to its longest, not to max_text_tokens: same vectors
     encoder_threads: int = default_threads()  # torch intra-op threads; 0: one per core
@@ -95,6 +96,8 @@ class ServiceConfig:
             self.library = Path(self.library)
             if not self.library.is_dir():
                 raise ValueError(f"--library {self.library}: no such folder")
+        if self.batch_workers < 1:
+            raise ValueError(f"batch_workers must be >= 1, got {self.batch_workers}")
         for name in ("encoder_threads", "search_threads", "query_cache_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -185,6 +188,8 @@ FIELD_HELP: dict[str, tuple[str, str | None]] = {
     "batch_wait_ms": ("how long a micro-batch waits for more queries, in ms: under load, clients answered by the last "
                       "batch come back within it and share the next one (a FAISS scan costs about the same for 6 "
                       "queries as for 16); a lone query pays it in full", None),
+    "batch_workers": ("micro-batches that run at once, each on its own worker thread; with 2 or more, give each "
+                      "fewer encoder and search threads (workers x threads = cores)", None),
     "queue_size": ("queries waiting for the encoder before the service answers 503", None),
     "dynamic_padding": ("pad the query texts of a micro-batch to the longest of them instead of to --max-text-tokens: "
                         "the same vectors (padding is masked), a fraction of the encoder's work for short queries",

@@ -147,9 +147,9 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None, check: 
     batch = config.batch_size if config.micro_batching else 1
     wait = config.batch_wait_ms / 1000
     text_batcher = MicroBatcher(partial(cache.embed, embedder, dynamic_padding=config.dynamic_padding), batch, wait,
-                                config.queue_size, on_batch)
+                                config.queue_size, on_batch, config.batch_workers)
     search_batcher = MicroBatcher(partial(run_searches, embedder, library, config, cache), batch, wait,
-                                  config.queue_size, on_batch)
+                                  config.queue_size, on_batch, config.batch_workers)
     jobs = JobManager(config.job_queue_size, on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
                       record_path=jobs_file(config))
     return ServiceState(config, embedder, library, text_batcher, search_batcher, jobs, metrics,

@@ -60,3 +60,28 @@ def test_failing_batch_does_not_stop_the_worker():
         return answer
 
     assert run(go()) == "good"
+
+
+def test_workers_run_batches_at_the_same_time():
+    """Two workers: two batches are inside `run` together (a barrier of two would time out otherwise), and every
+    request still gets its own answer."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)
+    inside = []
+
+    def double(items):
+        inside.append(len(items))
+        barrier.wait()
+        return [2 * i for i in items]
+
+    async def go(workers):
+        batcher = MicroBatcher(double, max_batch=2, max_wait_s=0.01, max_queue=64, workers=workers)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(i) for i in range(8)), return_exceptions=True)
+        await batcher.stop()
+        return answers
+
+    assert run(go(2)) == [2 * i for i in range(8)] and sum(inside) == 8
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(double, workers=0)
