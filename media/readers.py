@@ -69,6 +69,8 @@ class _AVVideo:
         self.decoded = 0  # frames the decoder has produced so far (what skipping saves shows here)
 
     def iter_frames(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        if not wanted:
+            return
         try:
             pts = _presentation_pts(self._handle, self.meta.num_frames) if len(wanted) < self.meta.num_frames \
                 else None
