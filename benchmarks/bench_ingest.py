@@ -2,11 +2,15 @@
 decoder thread ahead of the encoder, windows of several videos per batch) next to the encoder-only bound (the same
 windows decoded beforehand, encoder forwards only) and the old per-window path (`embed_video_per_window`: the file
 opened and sought again for every window), for the demo model (its own frame size and frames per clip) and
-videomamba_tiny at 8 x 224^2 (random weights), all in one run; then the peak RSS of ingesting one long video.
+videomamba_tiny at 8 x 224^2 (random weights), all in one run; the frames the one pass decodes per window; then the
+peak RSS of ingesting one long video.
 
     .venv/bin/python benchmarks/bench_ingest.py [--videos 3 --seconds 32 --height 360 --fps 25] [--long-minutes 10]
+                                                [--bframes]
 
-The videos are synthetic H.264 (a textured background panning, plus noise), written to a temporary folder.
+The videos are synthetic H.264 (a textured background panning, plus noise), written to a temporary folder by
+`media.write_video` (no B-frames: every frame is a reference, so the decoder can skip none), or with `--bframes` by
+libx264 at its default settings (3 B-frames, as most encoders store video: the ones no window samples are skipped).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +44,36 @@ def panning_frames(seconds: float, height: int, fps: float, seed: int, chunk: in
             noise = rng.integers(-12, 12, (height, width, 1))
             out[k] = (texture[:, x:x + width] + noise).clip(0, 255)
         yield out
+
+
+def write_bframes(path: Path, chunks, fps: float, crf: int) -> None:
+    """Like `media.write_video`, but libx264's default GOP (B-frames, B-pyramid) instead of zerolatency's."""
+    import av
+
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = None
+        for chunk in chunks:
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = chunk.shape[2], chunk.shape[1], "yuv420p"
+                stream.options = {"crf": str(crf), "preset": "veryfast"}
+            for frame in chunk:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def decoded_per_window(videos, window: float, stride: float, num_frames: int, size: int) -> tuple[float, float]:
+    """(frames the one pass's decoder produced, frames in the files) per window, over `videos`."""
+    from media import OpenedVideo, segment_windows, stream_segments
+
+    decoded = frames = windows = 0
+    for path in videos:
+        video = OpenedVideo(path, "av")
+        spans = segment_windows(video.meta.duration, window, stride)
+        for _ in stream_segments(video, spans, num_frames, size):
+            pass
+        decoded, frames, windows = decoded + video._video.decoded, frames + video.meta.num_frames, windows + len(spans)
+    return decoded / windows, frames / windows
 
 
 def make_embedder(kind: str):
@@ -145,6 +180,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--long-minutes", type=float, default=10.0, help="the long video of the RSS check (0: skip)")
     parser.add_argument("--long-height", type=int, default=224)
+    parser.add_argument("--bframes", action="store_true", help="write the videos with libx264's default B-frames")
     args = parser.parse_args()
     import torch
 
@@ -154,9 +190,11 @@ def main():
         videos = []
         for seed in range(args.videos):
             videos.append(Path(tmp) / f"v{seed}.mp4")
-            write_video(videos[-1], panning_frames(args.seconds, args.height, args.fps, seed), fps=args.fps, crf=23)
+            write = write_bframes if args.bframes else write_video
+            write(videos[-1], panning_frames(args.seconds, args.height, args.fps, seed), fps=args.fps, crf=23)
         total = args.videos * args.seconds
-        print(f"# {args.videos} videos x {args.seconds:g} s, {args.height}p {args.fps:g} fps H.264; windows "
+        print(f"# {args.videos} videos x {args.seconds:g} s, {args.height}p {args.fps:g} fps H.264 "
+              f"({'B-frames' if args.bframes else 'no B-frames'}); windows "
               f"{args.window:g} s every {args.stride:g} s; {torch.get_num_threads()} torch threads; hours of video "
               f"indexed per wall hour and per CPU hour of this process, best of {args.rounds} rounds")
         print("| model | clip | per | encoder only | one pass | per window | one pass / encoder only | "
@@ -170,6 +208,10 @@ def main():
                       f"{rate['encoder only']:.1f} | {rate['one pass']:.1f} | {rate['per window']:.1f} | "
                       f"{rate['one pass'] / rate['encoder only']:.2f} | {rate['one pass'] / rate['per window']:.2f} |",
                       flush=True)
+        decoded, frames = decoded_per_window(videos, args.window, args.stride, embedder.num_frames,
+                                             embedder.frame_size)
+        print(f"# the one pass's decoder produces {decoded:.1f} frames a window ({frames:.1f} frames in the files a "
+              f"window, {embedder.num_frames} sampled)", flush=True)
         if args.long_minutes > 0:
             for minutes in (args.long_minutes / 4, args.long_minutes):
                 long = Path(tmp) / f"long{minutes:g}.mp4"

@@ -4,6 +4,7 @@ videos. ``OpenedVideo`` gives the metadata and decodes only the frames asked for
 any frame larger than a limit. Every decoder failure is a ``VideoDecodeError`` whose reason names no server path."""
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ class _DecordVideo:
 
 class _AVVideo:
     """PyAV: the frame count comes from the stream header (or a packet count), then only the frames asked
-    for are kept while decoding, so long videos do not sit in memory."""
+    for are kept while decoding, so long videos do not sit in memory. Frames that are neither asked for nor
+    referenced by another frame (most B-frames) are not decoded at all (`_presentation_pts`)."""
 
     def __init__(self, handle, name: str):
 
@@ -64,25 +66,83 @@ class _AVVideo:
         self.meta = _header(handle, name, "PyAV could not open it")
         if self.meta.num_frames == 0:
             raise VideoDecodeError(name, "no frames")
+        self.decoded = 0  # frames the decoder has produced so far (what skipping saves shows here)
 
     def iter_frames(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        if not wanted:
+            return
+        try:
+            pts = _presentation_pts(self._handle, self.meta.num_frames) if len(wanted) < self.meta.num_frames \
+                else None
+            if pts is not None:
+                done = 0
+                try:
+                    for i, frame in self._decode(wanted, pts):
+                        yield i, frame
+                        done += 1
+                    return
+                except _NotOneFramePerPacket:
+                    wanted = wanted[done:]
+            yield from self._decode(wanted, None)
+        except VideoDecodeError:
+            raise
+        except Exception as exc:
+            raise VideoDecodeError(self.name, f"PyAV failed decoding ({_first_line(exc, self._handle)})") from None
+
+    def _decode(self, wanted: list[int], pts: list[int] | None) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames of `wanted`, from the start of the file; with `pts` (`_presentation_pts`) each packet whose
+        frame is not wanted may be dropped unless another frame references it (`skip_frame`, set per packet
+        before it is sent) and a frame's index is the rank of its pts; without, every frame is decoded and its
+        index is its place in the decoder's output."""
         import av
 
         pending = iter(wanted)
         target = next(pending, None)
-        try:
-            with av.open(rewind(self._handle)) as container:
-                for i, frame in enumerate(container.decode(video=0)):
-                    if i == target:
-                        yield i, frame.to_ndarray(format="rgb24")
-                        target = next(pending, None)
-                        if target is None:
-                            return
-        except Exception as exc:
-            raise VideoDecodeError(self.name, f"PyAV failed decoding ({_first_line(exc, self._handle)})") from None
-        if target is not None:
-            raise VideoDecodeError(self.name, f"truncated: frame {target} of {self.meta.num_frames} could not be "
-                                              "decoded")
+        with av.open(rewind(self._handle)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"  # frame threading would decode packets out of the order skip_frame is set in
+            frames = _skipping(container, stream, wanted, pts) if pts is not None else \
+                enumerate(container.decode(stream))
+            for i, frame in frames:
+                self.decoded += 1
+                if i == target:
+                    yield i, frame.to_ndarray(format="rgb24")
+                    target = next(pending, None)
+                    if target is None:
+                        return
+        raise VideoDecodeError(self.name, f"truncated: frame {target} of {self.meta.num_frames} could not be "
+                                          "decoded")
+
+
+class _NotOneFramePerPacket(Exception):
+    """A decoded frame's pts is no packet's: pts ranks are not frame indices for this file."""
+
+
+def _presentation_pts(handle, num_frames: int) -> list[int] | None:
+    """Every frame's pts in presentation order, from a demux-only pass (no decoding, a few % of a decode's time):
+    the index of the frame a packet holds is the rank of its pts, known before the packet is decoded (B-frames
+    come out of order). None when that rank cannot be trusted to be the index a full decode gives (a packet
+    without pts, two with one, or not one packet a frame): then every frame is decoded. Holds one int a frame."""
+    import av
+
+    with av.open(rewind(handle)) as container:
+        pts = [packet.pts for packet in container.demux(video=0) if packet.size]
+    if len(pts) != num_frames or None in pts or len(set(pts)) != len(pts):
+        return None
+    return sorted(pts)
+
+
+def _skipping(container, stream, wanted: list[int], pts: list[int]) -> Iterator[tuple[int, object]]:
+    """(index, frame) for what the decoder produces when non-reference frames are dropped unless wanted."""
+    index = {pts[i]: i for i in wanted}
+    codec = stream.codec_context
+    for packet in container.demux(stream):
+        codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in index else "NONREF"
+        for frame in packet.decode():
+            i = bisect.bisect_left(pts, frame.pts) if frame.pts is not None else len(pts)
+            if i == len(pts) or pts[i] != frame.pts:
+                raise _NotOneFramePerPacket()
+            yield i, frame
 
 
 def _header(handle, name: str, failure: str, max_pixels: int = 0) -> VideoMetadata:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from encoders.video_text import load_embedder
-from media import OpenedVideo, VideoDecodeError, stream_segments, thumbnail_taps, write_thumbnails, write_video
+from media import (OpenedVideo, VideoDecodeError, segment_windows, stream_segments, thumbnail_taps, write_thumbnails,
+                   write_video)
 from media.clips import window_frame_indices
 from test_media import _peak_growth_mb
 from test_service_helpers import corrupt_middle, save_tiny_model, write_clip
@@ -26,12 +27,31 @@ def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
     return {"short": write_clip(root / "short.mp4", 1.5, 0),  # shorter than every window: one partial window
             "odd": write_clip(root / "odd.mp4", 7.3, 1, fps=10, size=48),  # a last window that does not fit
-            "long": write_clip(root / "long.mp4", 12, 2, fps=8, size=32)}
+            "long": write_clip(root / "long.mp4", 12, 2, fps=8, size=32),
+            "bframes": write_bframes(root / "bframes.mp4")}  # stored out of order; most B-frames skippable
+
+
+def write_bframes(path: Path, seconds: float = 6.0, fps: int = 10, size: int = 64, fmt: str | None = None) -> Path:
+    """libx264 at its default settings (3 B-frames, B-pyramid; `media.write_video` makes none): packets in decode
+    order, not presentation order, and most B-frames referenced by no other frame."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 256, (size, size, 3))
+    with av.open(str(path), mode="w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for k in range(int(seconds * fps)):
+            image = (np.roll(base, 2 * k, axis=1) + rng.integers(-20, 20, (size, size, 3))).clip(0, 255)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")))
+        container.mux(stream.encode())
+    return path
 
 
 def write_variable_rate(path: Path, seconds: float = 6.0) -> Path:
-    """An MP4 whose frames come at irregular times (1/4 s, then 1/16 s, ...): a variable frame rate."""
+    """An MP4 whose frames come at irregular times (1/4 s, then 1/16 s, ...): a variable frame rate; a moving
+    picture, so that libx264 (default settings) makes B-frames."""
     rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (32, 32, 3))
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=8)
         stream.width = stream.height = 32
@@ -39,7 +59,8 @@ def write_variable_rate(path: Path, seconds: float = 6.0) -> Path:
         stream.codec_context.time_base = Fraction(1, 1000)
         t, n = 0, 0
         while t < seconds * 1000:
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), format="rgb24")
+            image = (np.roll(base, n, axis=0) + rng.integers(-20, 20, (32, 32, 3))).clip(0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = t, Fraction(1, 1000)
             container.mux(stream.encode(frame))
             t, n = t + (250 if n % 3 == 0 else 62), n + 1
@@ -69,6 +90,51 @@ def test_variable_frame_rate_equals_the_plain_path(embedder, tmp_path):
                                    embedder.embed_video_per_window(path, window, stride).vectors, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["mp4", "matroska", "mpegts", "h264", "vfr"])
+def test_frames_left_out_are_only_those_not_asked_for(tmp_path, kind):
+    """PyAV decodes only the frames asked for and those they reference, and knows each frame's index before
+    decoding it: every frame it returns is, bit for bit, the frame at that index of a full decode. A raw H.264
+    stream has no timestamps to rank packets by: it is decoded in full."""
+    path = write_variable_rate(tmp_path / "vfr.mp4") if kind == "vfr" else write_bframes(tmp_path / "b", fmt=kind)
+    with av.open(str(path)) as container:
+        full = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    video = OpenedVideo(path, "av")
+    n = video.meta.num_frames
+    assert n == len(full) and not list(video.iter_frames([]))
+    rng = np.random.default_rng(0)
+    sets = [[0], [n - 1], [n // 2, n // 2 + 1], *(sorted(rng.choice(n, k, replace=False)) for k in (3, 9, n // 2))]
+    for window, stride in WINDOWS:
+        sets.append(sum(window_frame_indices(video.meta, segment_windows(video.meta.duration, window, stride), 8), []))
+    for wanted in sets:
+        before = video._video.decoded
+        got = list(video.iter_frames(wanted))
+        assert [i for i, _ in got] == sorted(set(wanted))
+        assert all(np.array_equal(frame.numpy(), full[i]) for i, frame in got)
+        decoded = video._video.decoded - before
+        if kind == "h264":
+            assert decoded == max(wanted) + 1
+        elif max(wanted) >= 20 and len(set(wanted)) < n // 4:  # the lever: B-frames nobody asked for, not decoded
+            assert decoded < (0.9 if kind == "vfr" else 0.7) * (max(wanted) + 1), (wanted, decoded)
+
+
+def test_a_frame_whose_pts_is_no_packets_ends_skipping(tmp_path, monkeypatch):
+    """When the decoder gives a frame whose pts the packets did not announce, the ranks are not indices: the frames
+    not yet given are found by a full decode, as without skipping."""
+    import media.readers
+
+    path = write_bframes(tmp_path / "b.mp4")
+    with av.open(str(path)) as container:
+        full = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    real = media.readers._presentation_pts
+    monkeypatch.setattr(media.readers, "_presentation_pts", lambda *a: real(*a)[:-1] + [10**9])  # the last is off
+    video = OpenedVideo(path, "av")
+    n = video.meta.num_frames
+    got = list(video.iter_frames([3, 40, n - 1]))
+    assert [i for i, _ in got] == [3, 40, n - 1]
+    assert all(np.array_equal(frame.numpy(), full[i]) for i, frame in got)
+    assert video._video.decoded > n  # the first two from the skipping pass, the last from a full one
+
+
 def test_tokens_are_those_of_each_window_decoded_alone(embedder, clips):
     emb = embedder.embed_video(clips["odd"], 2.0, 1.5, with_tokens=True)
     assert emb.tokens.shape[0] == len(emb.spans)
@@ -77,8 +143,9 @@ def test_tokens_are_those_of_each_window_decoded_alone(embedder, clips):
         np.testing.assert_allclose(emb.tokens[k].astype(np.float32), alone.astype(np.float32), rtol=0, atol=1e-3)
 
 
-def test_a_file_corrupt_mid_way_fails_as_the_plain_path_does(embedder, clips, tmp_path):
-    bad = corrupt_middle(write_clip(tmp_path / "src.mp4", 12, 4, size=64), tmp_path / "bad.mp4")
+@pytest.mark.parametrize("writer", [lambda p: write_clip(p, 12, 4, size=64), lambda p: write_bframes(p, 12)])
+def test_a_file_corrupt_mid_way_fails_as_the_plain_path_does(embedder, tmp_path, writer):
+    bad = corrupt_middle(writer(tmp_path / "src.mp4"), tmp_path / "bad.mp4")
     with pytest.raises(VideoDecodeError) as plain:
         embedder.embed_video_per_window(bad, 2.0, 1.0)
     with pytest.raises(VideoDecodeError) as fast:

@@ -140,7 +140,8 @@ class Embedder:
                      frame_taps=None, progress=None) -> Iterator[tuple[object, VideoEmbedding | Exception]]:
         """(source, its embedding, or the `VideoDecodeError` / `OSError` that stopped it) for each source, in order.
 
-        Each file is decoded once, front to back (`media.stream_segments`), by a thread of its own that stays at
+        Each file is decoded once, front to back (`media.stream_segments`; by PyAV, which leaves out the frames
+        that no window samples and no other frame references), by a thread of its own that stays at
         most `QUEUE_CLIPS` clips ahead of the encoder, so decoding overlaps encoding and memory does not grow with a
         video's length; windows of consecutive videos share a batch. A video that fails part-way contributes
         nothing. `frame_taps(video, spans)` may return {frame index: f(raw frame)} to see frames of the same pass
@@ -164,7 +165,7 @@ class Embedder:
         try:
             for i, src in enumerate(sources):
                 try:
-                    video = OpenedVideo(src, None)
+                    video = OpenedVideo(src, "av")  # PyAV's decoder skips frames nobody samples; decord's cannot
                     spans = segment_windows(video.meta.duration, window, stride)
                     feed.put(("start", i, (video.meta.duration, spans)))
                     taps = frame_taps(video, spans) if frame_taps else None
