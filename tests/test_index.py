@@ -126,6 +126,29 @@ def test_ivf_answers_with_the_right_ids_after_deletes(kind):
     assert np.mean([q in g for q, g in zip(queries, got)]) > 0.9  # each vector finds itself
 
 
+def test_ivf_checkpoint_under_an_id_map_is_rebuilt(tmp_path):
+    """A checkpoint written before IVF held its own ids (IVF inside IndexIDMap2) is refused, so the library
+    rebuilds it from SQLite rather than serve the wrong ids after deletes."""
+    import faiss
+
+    x = clustered(1000, seed=6)
+    store = make_store(tmp_path, kind="ivfflat", nlist=8)
+    add_videos(store, x)
+    store.close()
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 8, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    old = VectorIndex(DIM, "ivfflat", faiss.IndexIDMap2(ivf), IndexConfig(kind="ivfflat"))
+    old.add(np.arange(1, 1000), x[1:])
+    data = old.to_bytes(generation=1)
+    with pytest.raises(ValueError, match="rebuild"):
+        VectorIndex.from_bytes(data)
+    (tmp_path / "segments.faiss").write_bytes(data)
+    reopened = make_store(tmp_path, kind="ivfflat", nlist=8)
+    assert reopened.health()["segments"] == "rebuilt" and reopened.health()["kind"] == "ivfflat"
+    assert search(reopened, x[4], k=1)[0].video.path == "v1.mp4"
+    reopened.close()
+
+
 def test_auto_store_moves_to_ivfflat_and_filters_still_run_inside(tmp_path):
     from index import parse_filter
 
