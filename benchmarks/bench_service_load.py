@@ -161,25 +161,27 @@ async def load(url: str, clients: int, seconds: float, k: int, queries: list[str
     latencies, errors = [], 0
     todo = iter(queries)
 
-    async def client(conn: Connection, stop_at: float) -> None:
+    async def client(index: int, stop_at: float) -> None:
         nonlocal errors
-        while time.monotonic() < stop_at:
-            body = {"query": next(todo), "k": k}
+        while time.monotonic() < stop_at and (query := next(todo, None)) is not None:
             t0 = time.perf_counter()
             try:
-                status, data = await conn.post("/search", body)
+                status, data = await conns[index].post("/search", {"query": query, "k": k})
                 ok = status == 200 and len(json.loads(data)["results"]) == k
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 ok = False
+                conns[index].close()  # the service may have closed it: the next query goes on a fresh one
+                conns[index] = await Connection.open(url)
             if ok:
                 latencies.append(time.perf_counter() - t0)
             errors += not ok
 
     conns = [await Connection.open(url) for _ in range(clients)]
-    for conn in conns:  # warm-up, not measured
-        await conn.post("/search", {"query": f"warm up {id(conn)}", "k": k})
+    # warm-up, not measured, all at once: one after the other, the first connections would sit idle past the
+    # service's keep-alive (5 s) behind slow searches (exact over 1M) and be closed before the load starts
+    await asyncio.gather(*(conn.post("/search", {"query": f"warm up {i}", "k": k}) for i, conn in enumerate(conns)))
     started = time.monotonic()
-    await asyncio.gather(*(client(conn, started + seconds) for conn in conns))
+    await asyncio.gather(*(client(i, started + seconds) for i in range(clients)))
     elapsed = time.monotonic() - started
     for conn in conns:
         conn.close()
@@ -275,6 +277,9 @@ def approx_run(args, tmp: Path, model: Path, dim: int) -> None:
         proc, url = start_service(tmp / "data", model, ["--index-kind", kind], max(256, 4 * args.clients))
         try:
             r = asyncio.run(load(url, args.clients, args.seconds, args.k, QUERIES))
+            if r["errors"]:
+                print(f"{kind}: {r['errors']} errors; the service's log ends:\n"
+                      + (tmp / f"service-{url.rpartition(':')[2]}.log").read_text()[-3000:], flush=True)
             rss = service_rss_mib(proc)
             recall = recall_at_k(url, vectors, owners, QUERIES[::-1][:args.recall_queries], args.k)
         finally:
