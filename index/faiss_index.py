@@ -93,7 +93,7 @@ class IndexConfig:
             raise ValueError(f"IndexConfig.pq_m={m} must divide the vector dimension {dim}")
         return m
 
-    def min_train_size(self, n: int, kind: str = "ivfpq") -> int:
+    def min_train_size(self, n: int, kind: str) -> int:
         """IVF needs enough points for its coarse k-means (39 per list, FAISS's own floor), IVF-PQ also for its
         2^nbits PQ centroids."""
         return max(39 * self.ivf_nlist(n), 1 << self.pq_nbits if kind == "ivfpq" else 0)
