@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--kinds", default="flat,ivfflat,ivfpq-refine,ivfsq8")
+    parser.add_argument("--kinds", default="flat,ivfflat,ivfpq-refine,ivfsq8", help="of those and hnsw (slow to build)")
     args = parser.parse_args()
 
     from encoders.video_text import load_embedder
@@ -86,6 +86,9 @@ def main() -> None:
         quantizer = faiss.IndexFlatIP(dim)
         if kind == "flat":  # the exact reference: its latency is what an approximate index has to beat
             index = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":  # IndexConfig's M and efConstruction
+            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 40
         elif kind == "ivfflat":
             index = faiss.IndexIVFFlat(quantizer, dim, args.nlist, faiss.METRIC_INNER_PRODUCT)
         elif kind == "ivfsq8":
@@ -93,7 +96,7 @@ def main() -> None:
                                                   faiss.METRIC_INNER_PRODUCT)
         else:
             index = faiss.IndexIVFPQ(quantizer, dim, args.nlist, dim // 8, 8, faiss.METRIC_INNER_PRODUCT)
-        if kind != "flat":
+        if kind not in ("flat", "hnsw"):
             index.train(x)
         ivf = index
         if kind == "ivfpq-refine":
@@ -101,10 +104,14 @@ def main() -> None:
         index.add(x)
         built = time.perf_counter() - t0
         size = faiss.serialize_index(index).nbytes
-        print(f"{kind}: nlist {args.nlist}, built in {built:.0f} s, {size / 2**20:.0f} MiB serialized", flush=True)
+        lists = f", nlist {args.nlist}" if kind.startswith("ivf") else ""
+        print(f"{kind}{lists}: built in {built:.0f} s, {size / 2**20:.0f} MiB serialized", flush=True)
         if kind == "flat":
             print(" exact:")
             measure(index, queries, exact, lambda v: None, ("-",))
+        elif kind == "hnsw":
+            print(" efSearch:")
+            measure(index, queries, exact, lambda v: setattr(index.hnsw, "efSearch", v), (40, 64, 128, 256))
         elif kind == "ivfpq-refine":
             ivf.nprobe = 32
             print(" k_factor (nprobe 32):")
