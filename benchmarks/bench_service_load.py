@@ -3,7 +3,7 @@ query distinct, beside the in-process bound (the same encoder, search and batchi
 the tuned settings and the settings before them, side by side in one run.
 
     python benchmarks/bench_service_load.py [--vectors 100000 --clients 16 --seconds 15 --rounds 2]
-    python benchmarks/bench_service_load.py --approx [--vectors 1000000]   # IVF-PQ: latency, req/s, recall@10
+    python benchmarks/bench_service_load.py --approx [--vectors 1000000]   # IVF-PQ and IVF-Flat, with recall@10
 
 The library is synthetic: clustered unit vectors inserted straight into the store (4 segments per video), so only
 the query path is measured (tokenize, text encoder, FAISS exact search, grouping by video, JSON). The model is a
@@ -17,8 +17,11 @@ bound then runs two loops at once too). Each round runs
 every mode once, alternating, to spread out machine noise. The clients speak HTTP/1.1 over raw asyncio streams, so
 that the load generator, which shares the cores, costs as little as it can.
 
---approx: a --vectors library (default 1M) behind an IVF-PQ index (nlist --nlist, nprobe 32): the load test at
---clients, then recall@10 of the service's grouped-by-video answers against the exact ones (computed here in numpy).
+--approx: one --vectors library (default 1M), served in turn behind exact search (flat, the reference), IVF-PQ (what
+`auto` chose before) and IVF-Flat (what it chooses now), each with the IndexConfig defaults (nlist sqrt(n) unless
+--nlist): the load test at --clients, then recall@10 of the service's grouped-by-video answers against the exact ones
+(computed here in numpy), build seconds (read from SQLite, train, add, save), index file size and the service's
+resident memory.
 """
 from __future__ import annotations
 
@@ -67,21 +70,29 @@ def build_model(directory: Path) -> Path:
     return directory
 
 
+def clustered_chunks(dim: int, vectors: int, per_video: int = 4, seed: int = 0):
+    """(first row, unit vectors) in chunks of 10,000: 256 Gaussian centres plus noise 0.3, the library's vectors
+    (also generated alone by bench_index_sweep.py, so the in-process sweep sees the very vectors the service does)."""
+    from index.records import normalize
+
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((256, dim)).astype(np.float32)
+    for start in range(0, vectors, 10_000):
+        n = min(10_000, vectors - start) // per_video * per_video
+        yield start, normalize(centers[rng.integers(0, 256, n)] + 0.3 * rng.standard_normal((n, dim)))
+
+
 def fill_library(data_dir: Path, dim: int, vectors: int, per_video: int = 4, seed: int = 0,
                  keep: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """Clustered unit vectors (neighbour structure like real embeddings), bulk-inserted, then checkpointed; with
     `keep`, (the vectors as stored, the video id of each row), for exact answers."""
     from index import FaissLibrary, IndexConfig, NewVideo
-    from index.records import normalize
 
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((256, dim)).astype(np.float32)
     store = FaissLibrary(data_dir / "index", dim, IndexConfig(kind="flat"))
     spans = [(2.0 * s, 2.0 * s + 4.0) for s in range(per_video)]
     kept, owners = [], []
-    for start in range(0, vectors, 10_000):
-        n = min(10_000, vectors - start) // per_video
-        x = normalize(centers[rng.integers(0, 256, n * per_video)] + 0.3 * rng.standard_normal((n * per_video, dim)))
+    for start, x in clustered_chunks(dim, vectors, per_video, seed):
+        n = len(x) // per_video
         ids = store.add_videos([NewVideo(f"synthetic/{start // per_video + i}.mp4", 2.0 * per_video + 2, spans,
                                          x[i * per_video:(i + 1) * per_video], {"shard": i % 8}) for i in range(n)])
         if keep:
@@ -152,25 +163,27 @@ async def load(url: str, clients: int, seconds: float, k: int, queries: list[str
     latencies, errors = [], 0
     todo = iter(queries)
 
-    async def client(conn: Connection, stop_at: float) -> None:
+    async def client(index: int, stop_at: float) -> None:
         nonlocal errors
-        while time.monotonic() < stop_at:
-            body = {"query": next(todo), "k": k}
+        while time.monotonic() < stop_at and (query := next(todo, None)) is not None:
             t0 = time.perf_counter()
             try:
-                status, data = await conn.post("/search", body)
+                status, data = await conns[index].post("/search", {"query": query, "k": k})
                 ok = status == 200 and len(json.loads(data)["results"]) == k
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 ok = False
+                conns[index].close()  # the service may have closed it: the next query goes on a fresh one
+                conns[index] = await Connection.open(url)
             if ok:
                 latencies.append(time.perf_counter() - t0)
             errors += not ok
 
     conns = [await Connection.open(url) for _ in range(clients)]
-    for conn in conns:  # warm-up, not measured
-        await conn.post("/search", {"query": f"warm up {id(conn)}", "k": k})
+    # warm-up, not measured, all at once: one after the other, the first connections would sit idle past the
+    # service's keep-alive (5 s) behind slow searches (exact over 1M) and be closed before the load starts
+    await asyncio.gather(*(conn.post("/search", {"query": f"warm up {i}", "k": k}) for i, conn in enumerate(conns)))
     started = time.monotonic()
-    await asyncio.gather(*(client(conn, started + seconds) for conn in conns))
+    await asyncio.gather(*(client(i, started + seconds) for i in range(clients)))
     elapsed = time.monotonic() - started
     for conn in conns:
         conn.close()
@@ -249,25 +262,49 @@ def recall_at_k(url: str, vectors: np.ndarray, owners: np.ndarray, queries: list
     return float(np.mean(found))
 
 
+def service_rss_mib(proc: subprocess.Popen) -> float:
+    """Resident memory of the service process (index, model, segment table), from /proc."""
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+APPROX_KINDS = ("flat", "ivfpq", "ivfflat")  # exact (the reference), what `auto` chose before, what it chooses now
+
+
 def approx_run(args, tmp: Path, model: Path, dim: int) -> None:
+    """One library, then for each kind: build its index (the service's own code, saved where the service loads it
+    from), start the service on it, the load test, recall@10 against numpy over every vector."""
     from index import FaissLibrary, IndexConfig
 
     t0 = time.perf_counter()
     vectors, owners = fill_library(tmp / "data", dim, args.vectors, keep=True)
-    filled = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    FaissLibrary(tmp / "data" / "index", dim, IndexConfig(kind="ivfpq", nlist=args.nlist)).close()  # train, add, save
-    print(f"library: {args.vectors} vectors of dim {dim} stored in {filled:.0f} s, IVF-PQ (nlist {args.nlist}) built "
-          f"in {time.perf_counter() - t0:.0f} s; {args.clients} clients x {args.seconds:.0f} s, k={args.k}")
-    proc, url = start_service(tmp / "data", model, ["--index-kind", "ivfpq"], max(256, 4 * args.clients))
-    try:
-        r = asyncio.run(load(url, args.clients, args.seconds, args.k, QUERIES))
-        recall = recall_at_k(url, vectors, owners, QUERIES[::-1][:args.recall_queries], args.k)
-    finally:
-        stop_service(proc)
-    print(f"{'index':<12}{'requests':>10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'recall@10':>11}")
-    print(f"{'ivfpq':<12}{r['requests']:>10}{r['rps']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}{r['errors']:>8}"
-          f"{recall:>11.3f}")
+    config = IndexConfig(nlist=args.nlist)
+    print(f"library: {args.vectors} vectors of dim {dim} stored in {time.perf_counter() - t0:.0f} s; IVF lists "
+          f"{config.ivf_nlist(args.vectors)}; {args.clients} clients x {args.seconds:.0f} s, k={args.k}, recall over "
+          f"{args.recall_queries} queries", flush=True)
+    rows = []
+    for kind in APPROX_KINDS:
+        t0 = time.perf_counter()
+        FaissLibrary(tmp / "data" / "index", dim, IndexConfig(kind=kind, nlist=args.nlist)).close()  # train, add, save
+        built = time.perf_counter() - t0
+        size = (tmp / "data" / "index" / "segments.faiss").stat().st_size / 2**20
+        proc, url = start_service(tmp / "data", model, ["--index-kind", kind], max(256, 4 * args.clients))
+        try:
+            r = asyncio.run(load(url, args.clients, args.seconds, args.k, QUERIES))
+            if r["errors"]:
+                print(f"{kind}: {r['errors']} errors; the service's log ends:\n"
+                      + (tmp / f"service-{url.rpartition(':')[2]}.log").read_text()[-3000:], flush=True)
+            rss = service_rss_mib(proc)
+            recall = recall_at_k(url, vectors, owners, QUERIES[::-1][:args.recall_queries], args.k)
+        finally:
+            stop_service(proc)
+        rows.append((kind, config.ivf_nprobe(kind) if kind != "flat" else "-", r, recall, built, size, rss))
+        print(f"{kind}: done ({built:.0f} s build)", flush=True)
+    print(f"{'index':<9}{'nprobe':>7}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+          f"{'recall@10':>10}{'build s':>8}{'index MiB':>10}{'service RSS MiB':>16}")
+    for kind, nprobe, r, recall, built, size, rss in rows:
+        print(f"{kind:<9}{nprobe:>7}{r['requests']:>9}{r['rps']:>8.1f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['errors']:>7}"
+              f"{recall:>10.3f}{built:>8.0f}{size:>10.0f}{rss:>16.0f}")
 
 
 def main() -> None:
@@ -279,8 +316,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--modes", default="tuned,before", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--model-path", default=None)
-    parser.add_argument("--approx", action="store_true", help="the IVF-PQ run instead (see above)")
-    parser.add_argument("--nlist", type=int, default=1024, help="IVF lists of the --approx index")
+    parser.add_argument("--approx", action="store_true", help="the approximate-index run instead (see above)")
+    parser.add_argument("--nlist", type=int, default=0, help="IVF lists of the --approx indexes (0: IndexConfig's)")
     parser.add_argument("--recall-queries", type=int, default=200)
     args = parser.parse_args()
     args.vectors = args.vectors or (1_000_000 if args.approx else 100_000)

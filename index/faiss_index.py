@@ -1,4 +1,5 @@
-"""FAISS vector index with stable 64-bit ids: exact inner product by default, IVF-PQ or HNSW for large libraries.
+"""FAISS vector index with stable 64-bit ids: exact inner product by default, IVF-Flat (exact scores of the probed
+lists), IVF-PQ or HNSW for large libraries.
 
 The index is a cache of the vectors held in SQLite (see `index.store`): it can be dropped and rebuilt at any time,
 so persistence here only has to be atomic and self-checking, not a log.
@@ -20,7 +21,8 @@ from index.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-KINDS = ("auto", "flat", "ivfpq", "hnsw")
+KINDS = ("auto", "flat", "ivfflat", "ivfpq", "hnsw")
+IVF_KINDS = ("ivfflat", "ivfpq")
 _MAGIC = b"VMRIDX1\n"
 # Exact search of at least this many queries at once goes through BLAS (one matrix product) instead of FAISS's
 # per-query scan. faiss-cpu 1.15 ships 128,000 (never, for a micro-batch): 32 queries over 100k x 512 took 1.16 s
@@ -50,14 +52,17 @@ def search_threads() -> int:
 
 @dataclass
 class IndexConfig:
-    """Which FAISS structure to use. `auto` is exact (flat) below `approximate_above` vectors, IVF-PQ above."""
+    """Which FAISS structure to use. `auto` is exact (flat) below `approximate_above` vectors, IVF-Flat above: on
+    the 1M-segment load benchmark IVF-PQ (64-byte codes) kept only 0.30 of the exact top-10 videos, while IVF-Flat
+    scans the same lists with the full vectors (the memory of flat) and returns exact inner products for what it
+    finds, so only lists that are not probed can cost recall (docs/benchmarks.md, "1M segments")."""
 
     kind: str = "auto"
     approximate_above: int = 200_000
-    nlist: int = 0  # 0: 4·sqrt(n), at least 16
+    nlist: int = 0  # 0: sqrt(n), at least 16 (see ivf_nlist)
     pq_m: int = 0  # 0: dim/8 sub-quantizers (must divide dim)
     pq_nbits: int = 8
-    nprobe: int = 32
+    nprobe: int = 0  # 0: 16 for IVF-Flat, 32 for IVF-PQ (see ivf_nprobe)
     hnsw_m: int = 32
     ef_construction: int = 40
     ef_search: int = 64
@@ -70,10 +75,17 @@ class IndexConfig:
     def resolve_kind(self, n: int) -> str:
         if self.kind != "auto":
             return self.kind
-        return "ivfpq" if n >= self.approximate_above else "flat"
+        return "ivfflat" if n >= self.approximate_above else "flat"
 
     def ivf_nlist(self, n: int) -> int:
-        return self.nlist or max(16, int(4 * math.sqrt(max(n, 1))))
+        """sqrt(n) lists rather than FAISS's 4-16·sqrt(n): k-means over 4,000 lists of 1M x 512 takes many minutes
+        on a 2-core machine, and at a fixed nprobe fewer, larger lists keep more of the true neighbours."""
+        return self.nlist or max(16, int(math.sqrt(max(n, 1))))
+
+    def ivf_nprobe(self, kind: str) -> int:
+        """Lists scanned per query. IVF-Flat at 16 of 1,024 lists kept 0.998 of the exact top-10 videos of the 1M
+        load benchmark at 48 ms per batch of 16 queries (32: 1.000 at 109 ms); IVF-PQ keeps the 32 it had."""
+        return self.nprobe or (16 if kind == "ivfflat" else 32)
 
     def ivf_pq_m(self, dim: int) -> int:
         m = self.pq_m or max(1, dim // 8)
@@ -81,9 +93,10 @@ class IndexConfig:
             raise ValueError(f"IndexConfig.pq_m={m} must divide the vector dimension {dim}")
         return m
 
-    def min_train_size(self, n: int) -> int:
-        """IVF-PQ needs enough points for its coarse k-means and its 2^nbits PQ centroids."""
-        return max(39 * self.ivf_nlist(n), 1 << self.pq_nbits)
+    def min_train_size(self, n: int, kind: str) -> int:
+        """IVF needs enough points for its coarse k-means (39 per list, FAISS's own floor), IVF-PQ also for its
+        2^nbits PQ centroids."""
+        return max(39 * self.ivf_nlist(n), 1 << self.pq_nbits if kind == "ivfpq" else 0)
 
 
 def gpu_available() -> bool:
@@ -91,13 +104,17 @@ def gpu_available() -> bool:
 
 
 class VectorIndex:
-    """Inner-product search over L2-normalized float32 vectors keyed by int64 ids (IndexIDMap2).
+    """Inner-product search over L2-normalized float32 vectors keyed by int64 ids. Flat and HNSW number their rows,
+    so an IndexIDMap2 maps rows to ids; IVF stores the ids in its lists itself and is not wrapped: IndexIDMap2's
+    removal assumes the rows after a removed one shift down, which IVF lists do not do, so a wrapped IVF index
+    answered with the wrong ids after any delete. Flat, IVF-Flat and HNSW keep the full vectors, so their scores are
+    exact inner products; IVF-PQ's are estimates from its codes.
 
     Add, upsert and delete never rebuild. HNSW cannot delete in place, so its deletions are tombstones filtered
     out of results (and persisted with the index) until the next `VectorIndex.build`.
     """
 
-    def __init__(self, dim: int, kind: str, index: faiss.IndexIDMap2, config: IndexConfig, tombstones=()):
+    def __init__(self, dim: int, kind: str, index: faiss.Index, config: IndexConfig, tombstones=()):
         self.dim, self.kind, self.config = dim, kind, config
         self._index = index
         self._tombstones: set[int] = set(int(i) for i in tombstones)
@@ -107,14 +124,14 @@ class VectorIndex:
     # --- construction ---
     @classmethod
     def build(cls, dim: int, config: IndexConfig | None = None, ids=None, vectors=None) -> "VectorIndex":
-        """A fresh index over `vectors` with `ids`; IVF-PQ falls back to flat when there are too few to train."""
+        """A fresh index over `vectors` with `ids`; IVF falls back to flat when there are too few to train."""
         config = config or IndexConfig()
         ids = np.zeros(0, np.int64) if ids is None else np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.zeros((0, dim), np.float32) if vectors is None else _as_matrix(vectors, dim)
         n = len(ids)
         kind = config.resolve_kind(n)
-        if kind == "ivfpq" and n < config.min_train_size(n):
-            log.info("ivfpq needs %d vectors to train, have %d: using flat", config.min_train_size(n), n)
+        if kind in IVF_KINDS and n < config.min_train_size(n, kind):
+            log.info("%s needs %d vectors to train, have %d: using flat", kind, config.min_train_size(n, kind), n)
             kind = "flat"
         if kind == "flat":
             base = faiss.IndexFlatIP(dim)
@@ -123,17 +140,30 @@ class VectorIndex:
             base.hnsw.efConstruction = config.ef_construction
         else:
             quantizer = faiss.IndexFlatIP(dim)
-            base = faiss.IndexIVFPQ(quantizer, dim, config.ivf_nlist(n), config.ivf_pq_m(dim), config.pq_nbits,
-                                    faiss.METRIC_INNER_PRODUCT)
+            if kind == "ivfflat":
+                base = faiss.IndexIVFFlat(quantizer, dim, config.ivf_nlist(n), faiss.METRIC_INNER_PRODUCT)
+            else:
+                base = faiss.IndexIVFPQ(quantizer, dim, config.ivf_nlist(n), config.ivf_pq_m(dim), config.pq_nbits,
+                                        faiss.METRIC_INNER_PRODUCT)
             base.own_fields = True
             quantizer.this.disown()
             base.train(vectors)
+            index = cls(dim, kind, base, config)
+            index.add(ids, vectors)
+            return index
         id_map = faiss.IndexIDMap2(base)
         id_map.own_fields = True
         base.this.disown()
         index = cls(dim, kind, id_map, config)
         index.add(ids, vectors)
         return index
+
+    @property
+    def structure(self) -> faiss.Index:
+        """The FAISS index that holds the vectors (inside the id map for flat and HNSW)."""
+        if isinstance(self._index, faiss.IndexIDMap2):
+            return faiss.downcast_index(self._index.index)
+        return self._index
 
     # --- mutation ---
     def add(self, ids, vectors) -> None:
@@ -170,7 +200,13 @@ class VectorIndex:
         return int(self._index.ntotal) - len(self._tombstones)
 
     def ids(self) -> np.ndarray:
-        all_ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        if isinstance(self._index, faiss.IndexIDMap2):
+            all_ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        else:  # IVF: the ids stored in its lists
+            lists = self._index.invlists
+            all_ids = np.concatenate([np.zeros(0, np.int64)] + [
+                faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(lists.nlist) if lists.list_size(i)])
         if self._tombstones:
             all_ids = all_ids[~np.isin(all_ids, np.fromiter(self._tombstones, np.int64))]
         return all_ids
@@ -210,8 +246,10 @@ class VectorIndex:
         if self.config.use_gpu and self.kind != "hnsw" and gpu_available():  # faiss has no GPU HNSW
             if self._gpu_replica is None:
                 resources = faiss.StandardGpuResources()
-                self._gpu_replica = (resources, faiss.index_cpu_to_gpu(resources, 0, self._index.index))
+                self._gpu_replica = (resources, faiss.index_cpu_to_gpu(resources, 0, self.structure))
             scores, pos = self._gpu_replica[1].search(queries, k)
+            if self.kind in IVF_KINDS:  # a GPU IVF keeps the ids of its lists
+                return scores, pos
             id_map = faiss.vector_to_array(self._index.id_map)
             return scores, np.where(pos >= 0, id_map[np.clip(pos, 0, None)], -1)
         return self._index.search(queries, k)
@@ -219,14 +257,14 @@ class VectorIndex:
     def _search_parameters(self, selector):
         if self.kind == "hnsw":
             return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.ef_search)
-        if self.kind == "ivfpq":
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.nprobe)
+        if self.kind in IVF_KINDS:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.ivf_nprobe(self.kind))
         return faiss.SearchParameters(sel=selector)
 
     def _apply_search_params(self) -> None:
-        base = faiss.downcast_index(self._index.index)
+        base = self.structure
         if isinstance(base, faiss.IndexIVF):
-            base.nprobe = self.config.nprobe
+            base.nprobe = self.config.ivf_nprobe(self.kind)
         elif isinstance(base, faiss.IndexHNSW):
             base.hnsw.efSearch = self.config.ef_search
 
@@ -250,10 +288,12 @@ class VectorIndex:
         (hlen,) = struct.unpack_from("<Q", body)
         header = json.loads(body[8:8 + hlen])
         raw = faiss.deserialize_index(np.frombuffer(body[8 + hlen:], dtype=np.uint8))
-        id_map = faiss.downcast_index(raw)
+        loaded = faiss.downcast_index(raw)
         raw.this.disown()
-        id_map.this.acquire()  # the downcast proxy, not the generic one, now frees the C++ index
-        index = cls(header["dim"], header["kind"], id_map, config or IndexConfig(), header["tombstones"])
+        loaded.this.acquire()  # the downcast proxy, not the generic one, now frees the C++ index
+        if header["kind"] in IVF_KINDS and isinstance(loaded, faiss.IndexIDMap2):
+            raise ValueError("IVF checkpoint under an id map (its ids go wrong after deletes): rebuild")
+        index = cls(header["dim"], header["kind"], loaded, config or IndexConfig(), header["tombstones"])
         return index, int(header["generation"])
 
     def save(self, path: str | Path, generation: int) -> None:

@@ -136,7 +136,7 @@ class FaissLibrary:
                         continue
                     wanted = self.config.resolve_kind(len(cache.index))
                     if self.config.kind == "auto" and wanted != cache.index.kind and \
-                            len(cache.index) >= self.config.min_train_size(len(cache.index)):
+                            len(cache.index) >= self.config.min_train_size(len(cache.index), wanted):
                         ids, vectors = self.db.vectors(name)
                         cache.index = VectorIndex.build(self.dim, self.config, ids, vectors)
                     data = cache.index.to_bytes(generation)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from index import IndexConfig
+from index.faiss_index import KINDS
 from index.filters import parse_declared
 
 ENV_PREFIX = "VMR_"
@@ -249,9 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     for f in _scalar_fields():
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_field_type(f), default=None,
                             help=_help(f))
-    parser.add_argument("--index-kind", default=None, choices=["auto", "flat", "ivfpq", "hnsw"],
-                        help=f"FAISS structure; auto: exact (flat) for a small library, IVF-PQ above a size threshold "
-                             f"(env {ENV_PREFIX}INDEX_KIND; default: auto)")
+    parser.add_argument("--index-kind", default=None, choices=list(KINDS),
+                        help=f"FAISS structure; auto: exact (flat) for a small library, IVF-Flat above a size "
+                             f"threshold (env {ENV_PREFIX}INDEX_KIND; default: auto)")
+    parser.add_argument("--index-nprobe", default=None, type=int,
+                        help=f"IVF lists scanned per query: more is slower and finds more of the exact top-k "
+                             f"(env {ENV_PREFIX}INDEX_NPROBE; default: 16 for IVF-Flat, 32 for IVF-PQ)")
     return parser
 
 
@@ -270,6 +274,14 @@ def config_from_args(argv: list[str] | None = None, environ: dict | None = None)
         if value is not None:
             values[f.name] = value
     kind = args.index_kind or environ.get(ENV_PREFIX + "INDEX_KIND") or "auto"
+    nprobe = args.index_nprobe
+    if nprobe is None and (raw := environ.get(ENV_PREFIX + "INDEX_NPROBE")) not in (None, ""):
+        try:
+            nprobe = int(raw)
+        except ValueError:
+            raise ValueError(f"environment variable {ENV_PREFIX}INDEX_NPROBE={raw!r}: not an integer") from None
+    if nprobe is not None and nprobe < 1:
+        raise ValueError(f"index nprobe must be >= 1, got {nprobe}")
     if "model_path" not in values and "library" not in values:
         values.setdefault("embedded_default", True)
-    return ServiceConfig(index=IndexConfig(kind=kind), **values)
+    return ServiceConfig(index=IndexConfig(kind=kind, nprobe=nprobe or 0), **values)

@@ -105,7 +105,7 @@ def open_library(config: ServiceConfig, dim: int) -> Library:
     if config.index_backend == "milvus":
         from index.milvus_library import MilvusLibrary
 
-        kind = {"auto": "hnsw", "ivfpq": "ivf"}.get(config.index.kind, config.index.kind)
+        kind = {"auto": "hnsw", "ivfpq": "ivf", "ivfflat": "ivf"}.get(config.index.kind, config.index.kind)
         return MilvusLibrary(config.milvus_uri, dim, config.milvus_collection, config.milvus_token, kind,
                              declared=parse_declared(config.milvus_fields))
     return FaissLibrary(layout(config).index, dim, config.index)

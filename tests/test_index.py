@@ -6,6 +6,7 @@ from index import FaissLibrary, IndexConfig, NewVideo, VectorIndex
 from index.records import normalize
 
 DIM = 32
+RECALL_FLOOR = 0.95  # IVF-Flat with the default nprobe; measured recall on these vectors is printed on failure
 
 
 def clustered(n, dim=DIM, clusters=40, noise=0.15, seed=0):
@@ -64,12 +65,105 @@ def test_hnsw_delete_is_a_persisted_tombstone(tmp_path):
     assert gen == 7 and 0 not in loaded.search(x[:1], 5)[1][0]
 
 
-def test_auto_kind_and_ivfpq_fallback_when_too_small():
+def test_auto_kind_and_ivf_fallback_when_too_small():
     config = IndexConfig(kind="auto", approximate_above=100, nlist=16, pq_m=8)
     assert VectorIndex.build(DIM, config, np.arange(50), clustered(50)).kind == "flat"
-    # 150 vectors is past the switch but far too few to train 16 lists × 256 PQ codes: stays exact
+    # 150 vectors is past the switch but far too few to train 16 lists (39 points each): stays exact
     assert VectorIndex.build(DIM, config, np.arange(150), clustered(150)).kind == "flat"
-    assert VectorIndex.build(DIM, config, np.arange(1000), clustered(1000)).kind == "ivfpq"
+    assert VectorIndex.build(DIM, config, np.arange(1000), clustered(1000)).kind == "ivfflat"
+    # IVF-PQ also needs 256 points for its 8-bit codes
+    pq = IndexConfig(kind="ivfpq", nlist=4, pq_m=8)
+    assert VectorIndex.build(DIM, pq, np.arange(200), clustered(200)).kind == "flat"
+
+
+def test_ivfflat_recall_with_exact_scores():
+    """The defaults `auto` uses (sqrt(n) lists, 16 probed) on clustered data: recall@10 against exact search, and
+    the scores of what it returns are the exact inner products (IVF-Flat keeps the full vectors)."""
+    base = clustered(4000, seed=1)
+    queries = normalize(base[:200] + 0.3 * np.random.default_rng(3).standard_normal((200, DIM)))
+    truth = exact_topk(base, queries, 10)
+    index = VectorIndex.build(DIM, IndexConfig(kind="ivfflat"), np.arange(4000), base)
+    assert index.kind == "ivfflat" and index.structure.nlist == 63 and index.structure.nprobe == 16
+    scores, got = index.search(queries, 10)
+    recall = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got, truth)])
+    assert recall >= RECALL_FLOOR, recall
+    assert np.allclose(scores, np.einsum("qd,qkd->qk", queries, base[got]), atol=1e-5)
+    # fewer lists probed finds fewer of the true neighbours: the knob reaches the search
+    _, few = VectorIndex.build(DIM, IndexConfig(kind="ivfflat", nprobe=1), np.arange(4000), base).search(queries, 10)
+    assert np.mean([len(set(g) & set(t)) / 10 for g, t in zip(few, truth)]) < recall
+
+
+def test_ivfflat_deletes_upserts_filters_and_round_trips(tmp_path):
+    x = clustered(2000, seed=2)
+    ids = np.arange(2000, dtype=np.int64) * 1_000_003 + (1 << 40)  # large, sparse 64-bit ids
+    index = VectorIndex.build(DIM, IndexConfig(kind="ivfflat", nlist=16, nprobe=16), ids, x)
+    assert index.remove(ids[:10]) == 10 and len(index) == 1990
+    index.upsert(ids[10:11], x[500:501])  # id 10 now holds vector 500
+    _, got = index.search(x[:10], 5)
+    assert not set(got.ravel()) & set(ids[:10].tolist())
+    assert set(index.search(x[500:501], 2)[1][0]) == {ids[10], ids[500]}
+    allowed = ids[1000:1100]
+    _, got = index.search(x[1050:1051], 10, allowed)
+    assert got[0][0] == ids[1050] and set(got[0]) <= set(allowed.tolist())
+    index.save(tmp_path / "ivf.faiss", generation=3)
+    loaded, generation = VectorIndex.load(tmp_path / "ivf.faiss", IndexConfig(kind="ivfflat", nprobe=16))
+    assert (generation, loaded.kind, len(loaded)) == (3, "ivfflat", 1990)
+    assert VectorIndex.load(tmp_path / "ivf.faiss", IndexConfig(nprobe=4))[0].structure.nprobe == 4  # a search knob
+    queries = x[::40]
+    assert (loaded.search(queries, 10, allowed)[1] == index.search(queries, 10, allowed)[1]).all()
+    assert loaded.remove(ids[20:21]) == 1 and ids[20] not in loaded.ids()
+
+
+@pytest.mark.parametrize("kind", ["ivfflat", "ivfpq"])
+def test_ivf_answers_with_the_right_ids_after_deletes(kind):
+    """IVF under an IndexIDMap2 answered with shifted ids after a delete; the lists now hold the ids themselves."""
+    x = clustered(2000, seed=5)
+    index = VectorIndex.build(DIM, IndexConfig(kind=kind, nlist=16, nprobe=16, pq_m=16), np.arange(2000), x)
+    assert index.remove(np.arange(0, 2000, 2)) == 1000  # every even id
+    queries = np.arange(1, 400, 2)
+    got = index.search(x[queries], 10)[1]
+    assert set(got.ravel().tolist()) <= set(range(1, 2000, 2)) and sorted(index.ids()) == list(range(1, 2000, 2))
+    assert np.mean([q in g for q, g in zip(queries, got)]) > 0.9  # each vector finds itself
+
+
+def test_ivf_checkpoint_under_an_id_map_is_rebuilt(tmp_path):
+    """A checkpoint written before IVF held its own ids (IVF inside IndexIDMap2) is refused, so the library
+    rebuilds it from SQLite rather than serve the wrong ids after deletes."""
+    import faiss
+
+    x = clustered(1000, seed=6)
+    store = make_store(tmp_path, kind="ivfflat", nlist=8)
+    add_videos(store, x)
+    store.close()
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 8, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    old = VectorIndex(DIM, "ivfflat", faiss.IndexIDMap2(ivf), IndexConfig(kind="ivfflat"))
+    old.add(np.arange(1, 1000), x[1:])
+    data = old.to_bytes(generation=1)
+    with pytest.raises(ValueError, match="rebuild"):
+        VectorIndex.from_bytes(data)
+    (tmp_path / "segments.faiss").write_bytes(data)
+    reopened = make_store(tmp_path, kind="ivfflat", nlist=8)
+    assert reopened.health()["segments"] == "rebuilt" and reopened.health()["kind"] == "ivfflat"
+    assert search(reopened, x[4], k=1)[0].video.path == "v1.mp4"
+    reopened.close()
+
+
+def test_auto_store_moves_to_ivfflat_and_filters_still_run_inside(tmp_path):
+    from index import parse_filter
+
+    x = clustered(600, seed=4)
+    store = make_store(tmp_path, approximate_above=300, nlist=8)
+    video_ids = add_videos(store, x)
+    assert store.health()["kind"] == "flat"
+    store.close()  # the checkpoint sees 600 segments: rebuilt as IVF-Flat, then saved
+    reopened = make_store(tmp_path, approximate_above=300, nlist=8)
+    assert reopened.health()["segments"] == "loaded" and reopened.health()["kind"] == "ivfflat"
+    hits = search(reopened, x[31], k=5, flt=parse_filter({"group": 0}))
+    assert hits[0].video.id == video_ids[10] and all(h.video.fields["group"] == 0 for h in hits)
+    reopened.delete_video(video_ids[10])
+    assert video_ids[10] not in {h.video.id for h in search(reopened, x[31], k=5)}
+    reopened.close()
 
 
 def test_damaged_file_is_refused(tmp_path):
@@ -180,7 +274,8 @@ def test_schema_1_library_is_migrated_keeping_every_video(tmp_path):
     db.execute("INSERT INTO meta VALUES ('dim', ?)", (str(DIM),))
     for vid in (3, 7):
         db.execute("INSERT INTO videos VALUES (?, ?, 4.0, ?, 0)", (vid, f"old_{vid}.mp4", json.dumps({"tag": "zebra"})))
-        db.execute("INSERT INTO segments (video_id, start, end, vector) VALUES (?, 0, 4, ?)", (vid, x[vid // 4].tobytes()))
+        db.execute("INSERT INTO segments (video_id, start, end, vector) VALUES (?, 0, 4, ?)",
+                   (vid, x[vid // 4].tobytes()))
     db.commit()
     db.close()
     store = make_store(tmp_path)

@@ -23,3 +23,13 @@ def test_bad_values_are_named():
     assert config_from_args(["--host", "0.0.0.0", "--api-key", "k" * 8], {}).api_key == "k" * 8
     with pytest.raises(ValueError, match="segment_stride"):
         config_from_args(["--segment-window", "2", "--segment-stride", "3"], {})
+
+
+def test_index_nprobe_flag_and_variable():
+    assert config_from_args([], {}).index.nprobe == 0  # IndexConfig's per-kind default
+    assert config_from_args([], {"VMR_INDEX_NPROBE": "24"}).index.nprobe == 24
+    assert config_from_args(["--index-nprobe", "8"], {"VMR_INDEX_NPROBE": "24"}).index.nprobe == 8
+    with pytest.raises(ValueError, match="VMR_INDEX_NPROBE='many'"):
+        config_from_args([], {"VMR_INDEX_NPROBE": "many"})
+    with pytest.raises(ValueError, match="nprobe must be >= 1"):
+        config_from_args(["--index-nprobe", "0"], {})
