@@ -44,8 +44,11 @@ def build(name: str, frames: int, chunk: int | None):
 def measure(name: str, frames: int, chunk: int | None, min_seconds: float, size: int, threads: int) -> dict:
     import torch
 
+    from encoders.heap import retain_freed_memory
+
     if threads:
         torch.set_num_threads(threads)
+    retain_freed_memory()  # both models alike, as the service runs them
     torch.manual_seed(0)
     model = build(name, frames, chunk).eval()
     video = torch.randn(1, 3, frames, size, size)

@@ -4,7 +4,8 @@ Targets: Ti <= 0.45 s and M <= 2.8 s, and >= 25x the official code's CPU path in
 on CPU runs mamba-ssm's sequential `selective_scan_ref` through the (batch, channels, length) mixer; the `ref`
 backend (VIDEOMAMBA_SCAN_BACKEND=ref) reproduces exactly that, so `--backends auto ref` prints both and their ratio.
 Each model is warmed up once, then timed --repeats times (--ref-repeats for `ref`, which takes ~15-45 s a clip);
-the median wall time is reported, with the scan backend used and the process CPU time.
+the median wall time is reported, with the scan backend used and the process CPU time. The process keeps freed
+memory in its heap (`encoders.heap`), as the service and extraction do.
 
     .venv/bin/python benchmarks/bench_inference.py --backends auto ref
 """
@@ -54,11 +55,15 @@ def main():
     args = parser.parse_args()
     import torch
 
+    from encoders.heap import retain_freed_memory
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    heap = retain_freed_memory()
 
     print(f"# {args.frames}x224x224, batch 1, fp32, no_grad, {torch.get_num_threads()} threads, "
-          f"scan_chunk_size={args.scan_chunk or None}")
+          f"scan_chunk_size={args.scan_chunk or None}, "
+          f"retain_freed_memory={heap}")
     print("| model | backend | median s/clip | runs (s) | median CPU s/clip |")
     print("|---|---|---|---|---|")
     medians = {}

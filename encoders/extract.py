@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from encoders.checkpoint import CheckpointError, load_checkpoint
+from encoders.heap import retain_freed_memory
 from encoders.registry import create_model, list_models
 from media import IMAGE_EXTENSIONS, VideoDecodeError, VideoSource, load_video
 
@@ -150,6 +151,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.num_frames < 1 or args.size < 1:
         parser.error(f"--num-frames and --size must be >= 1, got {args.num_frames} and {args.size}")
+    retain_freed_memory()
     try:
         inputs = find_inputs(args.input)
         if not inputs:

@@ -117,15 +117,15 @@ class BiMambaMixer(nn.Module):
     def _forward_channels_last(self, hidden_states, fwd, bwd):
         xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (B, L, 2*d_inner)
         x, z = xz.split(self.d_inner, dim=-1)
-        out = None
+        out = x_conv = None
         for branch, reverse in ((fwd, False), (bwd, True))[:2 if bwd is not None else 1]:
-            x_conv = conv_silu_channels_last(x, branch.conv.weight[:, 0], branch.conv.bias, reverse)
+            x_conv = conv_silu_channels_last(x, branch.conv.weight[:, 0], branch.conv.bias, reverse, out=x_conv)
             x_dbl = F.linear(x_conv, branch.x_proj.weight)  # (B, L, dt_rank + 2 * d_state)
             out = scan_channels_last(x_conv, branch.dt_proj.weight, -torch.exp(branch.A_log.float()), x_dbl, z=z,
                                      D=branch.D.float(), delta_bias=branch.dt_proj.bias.float(), reverse=reverse,
                                      out=out)
-            del x_conv, x_dbl
-        del xz, x, z
+            del x_dbl
+        del xz, x, z, x_conv
         return F.linear(out, self.out_proj.weight, self.out_proj.bias)
 
     # ---- whole-sequence path (training and default inference), layout (B, channels, L) like mamba-ssm ----

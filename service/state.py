@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
+from encoders.heap import retain_freed_memory
 from encoders.video_text import Embedder, demo_model_path, load_embedder, set_encoder_threads
 from index import FaissLibrary, Library, set_search_threads
 from index.filters import parse_declared
@@ -124,6 +125,7 @@ def build_state(config: ServiceConfig, embedder: Embedder | None = None, check: 
     vectors)."""
     lock = lock_data_dir(config.data_dir)
     apply_threads(config)
+    retain_freed_memory()
     model = resolve_model_path(config) if embedder is None else "the embedder given to create_app"
     if embedder is None:
         embedder = load_embedder(model, num_frames=config.num_frames, frame_size=config.frame_size,

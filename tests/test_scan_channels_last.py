@@ -34,6 +34,9 @@ def test_conv_silu_equals_reference(reverse, length, bias):
     got = conv_silu_channels_last(x, weight, b, reverse)
     assert got.is_contiguous()
     torch.testing.assert_close(got, conv_silu_channels_last_ref(x, weight, b, reverse), **TOL)
+    buffer = torch.full_like(got, float("nan"))
+    assert conv_silu_channels_last(x, weight, b, reverse, out=buffer) is not None
+    torch.testing.assert_close(buffer, got, rtol=0, atol=0)
 
 
 def scan_inputs(batch=2, length=37, dim=40, nstate=16, rank=3, seed=1):

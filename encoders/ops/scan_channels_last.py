@@ -15,21 +15,23 @@ from encoders.ops.selective_scan_cpu import load_extension
 from encoders.ops.selective_scan_ref import selective_scan_ref
 
 
-def conv_silu_channels_last(x, weight, bias=None, reverse: bool = False):
+def conv_silu_channels_last(x, weight, bias=None, reverse: bool = False, out=None):
     """SiLU(causal depthwise conv) of x (b, l, d) rows with weight (d, K): `reverse` is the conv of the flipped
-    sequence, flipped back (what the backward direction sees). Returns (b, l, d) contiguous."""
-    return load_extension().conv_silu_channels_last(x, weight.t().contiguous(), bias, reverse)
+    sequence, flipped back (what the backward direction sees). Returns (b, l, d) contiguous, written into `out`
+    (not x itself) when given."""
+    return load_extension().conv_silu_channels_last(x, weight.t().contiguous(), bias, reverse, out)
 
 
-def conv_silu_channels_last_ref(x, weight, bias=None, reverse: bool = False):
+def conv_silu_channels_last_ref(x, weight, bias=None, reverse: bool = False, out=None):
     seq = x.transpose(1, 2)
     if reverse:
         seq = seq.flip(-1)
     taps = weight.shape[-1]
-    out = F.silu(F.conv1d(seq, weight[:, None], bias, padding=taps - 1, groups=weight.shape[0])[..., :seq.shape[-1]])
+    y = F.silu(F.conv1d(seq, weight[:, None], bias, padding=taps - 1, groups=weight.shape[0])[..., :seq.shape[-1]])
     if reverse:
-        out = out.flip(-1)
-    return out.transpose(1, 2).contiguous()
+        y = y.flip(-1)
+    y = y.transpose(1, 2)
+    return y.contiguous() if out is None else out.copy_(y)
 
 
 def scan_channels_last(u, dt_weight, A, x_dbl, z=None, D=None, delta_bias=None, delta_softplus: bool = True,

@@ -58,14 +58,18 @@ void for_each_block_run(int64_t batch, int64_t dim, const Fn& fn) {
   });
 }
 
-// x (b, l, d) rows -> SiLU(depthwise conv) (b, l, d) contiguous; weight_t is the conv weight as (K, d).
+// x (b, l, d) rows -> SiLU(depthwise conv) (b, l, d) contiguous (into out_buffer when given, which saves an
+// allocation per direction); weight_t is the conv weight as (K, d).
 at::Tensor conv_silu(const at::Tensor& x, const at::Tensor& weight_t, const std::optional<at::Tensor>& bias,
-                     bool reverse) {
+                     bool reverse, const std::optional<at::Tensor>& out_buffer) {
   check_rows(x, "x");
   TORCH_CHECK(weight_t.is_contiguous() && weight_t.dim() == 2 && weight_t.size(1) == x.size(2),
               "scan_channels_last: conv weight must be contiguous (K, channels)");
   const int64_t batch = x.size(0), len = x.size(1), dim = x.size(2), taps = weight_t.size(0);
-  at::Tensor out = at::empty({batch, len, dim}, x.options());
+  at::Tensor out = out_buffer.has_value() ? *out_buffer : at::empty({batch, len, dim}, x.options());
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == x.sizes() && out.scalar_type() == at::kFloat,
+              "scan_channels_last: the conv's out buffer must be contiguous float32 of x's shape");
+  TORCH_CHECK(out.data_ptr<float>() != x.data_ptr<float>(), "scan_channels_last: the conv cannot run in place");
   const Rows in(x);
   const float* w = weight_t.data_ptr<float>();
   const float* bias_p = ptr_or_null(bias);
